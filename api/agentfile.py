@@ -1,0 +1,447 @@
+"""The Agentfile: what an agent is, as pydantic v2 models.
+
+These models are the single source of truth: the CLI validates with them,
+the CRD's OpenAPI schema is generated from them (``den.api.crd``) and the
+reference in ``docs/agentfile.md`` is checked against them.
+
+Only ``name`` and ``model`` (``provider`` and ``name``) are required.
+"""
+
+from __future__ import annotations
+
+import re
+from enum import Enum
+from typing import Annotated, Any
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
+
+#: The built-in tools every runtime ships, in the order the docs list them.
+BUILTIN_TOOLS: tuple[str, ...] = (
+    "web_search",
+    "web_fetch",
+    "file_read",
+    "file_write",
+    "file_list",
+    "shell_exec",
+    "memo_write",
+    "memo_search",
+    "memo_list",
+    "http_request",
+    "schedule_task",
+)
+
+DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+DOMAIN = re.compile(
+    r"^(\*\.)?([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\.)*[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
+)
+TOOL_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+MEMORY_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]i?b?|b)?\s*$", re.IGNORECASE)
+_UNIT_MB = {"": 1, "b": 1 / (1024 * 1024), "k": 1 / 1024, "m": 1, "g": 1024, "t": 1024 * 1024}
+
+DEFAULT_IMAGE = "den-runtime:latest"
+
+
+class _Model(BaseModel):
+    """Base for every Agentfile section: unknown fields are errors."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, use_enum_values=True)
+
+
+class NetworkMode(str, Enum):
+    none = "none"
+    filtered = "filtered"
+    host = "host"
+
+
+def parse_memory_mb(value: Any) -> int:
+    """``512`` (MB), ``"512m"``, ``"2g"``, ``"1.5G"``, ``"256Mi"`` -> MB as an int."""
+    if isinstance(value, bool):
+        raise ValueError("expected megabytes as an integer or a size like '512m' or '2g'")
+    if isinstance(value, int):
+        mb = value
+    elif isinstance(value, float) and value.is_integer():
+        mb = int(value)
+    elif isinstance(value, str):
+        match = MEMORY_SIZE.match(value)
+        if not match:
+            raise ValueError(f"expected a size like '512m' or '2g', got {value!r}")
+        number, unit = match.groups()
+        unit = (unit or "").lower()[:1]
+        mb = int(float(number) * _UNIT_MB[unit])
+    else:
+        raise ValueError("expected megabytes as an integer or a size like '512m' or '2g'")
+    if mb < 16:
+        raise ValueError(f"must be at least 16 MB, got {mb} MB")
+    return mb
+
+
+class RuntimeSpec(_Model):
+    """Where and how the agent runs: image, limits, network policy, environment."""
+
+    base: str = Field(
+        DEFAULT_IMAGE,
+        min_length=1,
+        description="Container image the agent runs in.",
+        examples=["den-runtime:latest"],
+    )
+    memory: int = Field(
+        512,
+        description="Memory limit in MB; also accepts sizes like '512m' or '2g'.",
+        examples=["1g"],
+    )
+    cpu: float = Field(1.0, gt=0, le=64, description="CPU limit in cores (may be fractional).")
+    network: NetworkMode = Field(
+        NetworkMode.filtered,
+        description="none: no egress; filtered: egress only to `allow`; host: unrestricted.",
+    )
+    allow: list[str] = Field(
+        default_factory=list,
+        description="Domains the agent may reach when network is filtered (wildcards like *.example.com).",
+        examples=[["api.openai.com", "*.wikipedia.org"]],
+    )
+    env: dict[str, str] = Field(
+        default_factory=dict,
+        description="Environment variables; values may reference ${VAR}, resolved at start, never stored resolved.",
+    )
+
+    @field_validator("memory", mode="before")
+    @classmethod
+    def _memory(cls, value: Any) -> int:
+        return parse_memory_mb(value)
+
+    @field_validator("allow")
+    @classmethod
+    def _allow(cls, value: list[str]) -> list[str]:
+        for domain in value:
+            if not isinstance(domain, str) or not DOMAIN.match(domain.lower()):
+                raise ValueError(
+                    f"{domain!r} is not a domain name (expected e.g. 'example.com' or '*.example.com')"
+                )
+        return [d.lower() for d in value]
+
+    @field_validator("env", mode="before")
+    @classmethod
+    def _env_scalars(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            out: dict[Any, Any] = {}
+            for key, item in value.items():
+                if isinstance(item, bool):
+                    item = "true" if item else "false"
+                elif isinstance(item, int | float):
+                    item = str(item)
+                out[key] = item
+            return out
+        return value
+
+    @field_validator("env")
+    @classmethod
+    def _env_names(cls, value: dict[str, str]) -> dict[str, str]:
+        for key in value:
+            if not ENV_NAME.match(key):
+                raise ValueError(f"{key!r} is not a valid environment variable name")
+        return value
+
+    @model_validator(mode="after")
+    def _allow_needs_filtered(self) -> RuntimeSpec:
+        if self.allow and self.network != NetworkMode.filtered.value:
+            raise ValueError(
+                f"allow is only used with network: filtered (network is {self.network!r})"
+            )
+        return self
+
+
+class ModelSpec(_Model):
+    """The language model the agent thinks with (any litellm provider)."""
+
+    provider: str = Field(
+        ..., min_length=1, description="litellm provider: openai, anthropic, ollama, ...",
+        examples=["openai"],
+    )
+    name: str = Field(..., min_length=1, description="Model name at the provider.", examples=["gpt-4o"])
+    temperature: float = Field(0.7, ge=0, le=2, description="Sampling temperature, 0..2.")
+    max_tokens: int = Field(4096, gt=0, description="Upper bound on tokens per completion.")
+    base_url: str | None = Field(
+        None,
+        description="An OpenAI-compatible endpoint to use instead of the provider's default.",
+        examples=["http://host.docker.internal:11434/v1"],
+    )
+
+    @field_validator("provider", "name")
+    @classmethod
+    def _no_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must not be blank")
+        return value
+
+    @field_validator("base_url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^https?://[^\s/]+", value):
+            raise ValueError(f"expected an http(s) URL, got {value!r}")
+        return value
+
+
+class Verbosity(str, Enum):
+    concise = "concise"
+    balanced = "balanced"
+    detailed = "detailed"
+
+
+class PersonalitySpec(_Model):
+    tone: str = Field("neutral", min_length=1, description="How the agent sounds, e.g. friendly, formal.")
+    verbosity: Verbosity = Field(Verbosity.balanced, description="concise, balanced or detailed.")
+
+
+class IdentitySpec(_Model):
+    """Who the agent is: injected into every turn."""
+
+    system_prompt: str = Field(
+        "You are a helpful assistant.", description="The agent's standing instructions."
+    )
+    personality: PersonalitySpec = Field(default_factory=PersonalitySpec)
+
+
+class MemoryBackend(str, Enum):
+    sqlite = "sqlite"
+    postgres = "postgres"
+
+
+class MemorySpec(_Model):
+    """Long-term memory, kept on the agent's volume."""
+
+    backend: MemoryBackend = Field(MemoryBackend.sqlite, description="sqlite or postgres.")
+    semantic_recall: bool = Field(True, description="Recall memories by meaning (vectors) as well as keywords.")
+    fact_extraction: bool = Field(True, description="Extract durable facts from conversations.")
+    max_context_memories: int = Field(
+        10, ge=0, description="How many recalled memories are injected into each turn."
+    )
+
+
+class CustomToolSpec(_Model):
+    """A tool the agent's image provides through the `den.tools` entry point group."""
+
+    name: str = Field(..., description="Entry point name in the `den.tools` group.")
+    description: str | None = Field(None, description="What the tool does (overrides the tool's own).")
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not TOOL_NAME.match(value):
+            raise ValueError(
+                f"{value!r} is not a tool name (lowercase letters, digits and _, starting with a letter)"
+            )
+        if value in BUILTIN_TOOLS:
+            raise ValueError(f"{value!r} is a built-in tool; list it under tools instead")
+        return value
+
+
+class CheckTrigger(str, Enum):
+    before_respond = "before_respond"
+
+
+class CheckKind(str, Enum):
+    llm = "llm"
+    regex = "regex"
+
+
+class CheckSpec(_Model):
+    """A judgement applied to the agent's answer before it goes out."""
+
+    name: str = Field(..., min_length=1, description="Unique name of the check.")
+    description: str = Field(..., min_length=1, description="What a good answer satisfies (the judge's rubric).")
+    on: CheckTrigger = Field(CheckTrigger.before_respond, description="When the check runs.")
+    kind: CheckKind = Field(CheckKind.llm, description="llm (a judge prompt) or regex (deterministic).")
+    pattern: str | None = Field(None, description="For kind regex: the answer must match this pattern.")
+    max_retries: int = Field(2, ge=0, le=10, description="Revisions allowed when the check fails.")
+
+    @model_validator(mode="after")
+    def _pattern(self) -> CheckSpec:
+        if self.kind == CheckKind.regex.value:
+            if not self.pattern:
+                raise ValueError("kind regex needs a pattern")
+            try:
+                re.compile(self.pattern)
+            except re.error as exc:
+                raise ValueError(f"pattern is not a valid regular expression: {exc}") from None
+        elif self.pattern is not None:
+            raise ValueError("pattern is only used with kind: regex")
+        return self
+
+
+class LoopType(str, Enum):
+    research = "research"
+    plan = "plan"
+    execute = "execute"
+    verify = "verify"
+
+
+class LoopSpec(_Model):
+    """A structured loop the agent can run (in the order listed)."""
+
+    type: LoopType = Field(..., description="research, plan, execute or verify.")
+    max_iterations: int = Field(5, ge=1, le=100, description="Hard cap on iterations.")
+    tools: list[str] = Field(
+        default_factory=list, description="Tools this loop may use: a subset of the agent's tools."
+    )
+    criteria: list[str] = Field(
+        default_factory=list, description="For verify: what the work must satisfy."
+    )
+
+
+class CronSpec(_Model):
+    """A prompt the agent runs on a schedule, inside its own container."""
+
+    name: str = Field(..., description="Unique name of the entry (DNS label).")
+    schedule: str = Field(..., description="A cron expression, e.g. '0 9 * * 1-5'.", examples=["0 9 * * 1-5"])
+    prompt: str = Field(..., min_length=1, description="What the agent is asked at each run.")
+    loop: LoopType | None = Field(None, description="Run the prompt through this loop (must be declared).")
+    enabled: bool = Field(True, description="Set false to pause the entry.")
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not DNS_LABEL.match(value) or len(value) > 63:
+            raise ValueError(
+                f"{value!r} is not a DNS-1123 label (lowercase letters, digits and '-', at most 63)"
+            )
+        return value
+
+    @field_validator("schedule")
+    @classmethod
+    def _schedule(cls, value: str) -> str:
+        from croniter import croniter
+
+        if not croniter.is_valid(value):
+            raise ValueError(f"{value!r} is not a valid cron expression (e.g. '0 9 * * 1-5')")
+        return value
+
+
+Name = Annotated[str, Field(description="The agent's name (DNS-1123 label, at most 63 characters).")]
+
+
+class AgentSpec(_Model):
+    """The Agentfile body (everything but ``name``): the Agent resource's ``spec``."""
+
+    version: str = Field("0.1.0", min_length=1, description="Your version of this agent.")
+    runtime: RuntimeSpec = Field(default_factory=RuntimeSpec)
+    model: ModelSpec
+    identity: IdentitySpec = Field(default_factory=IdentitySpec)
+    memory: MemorySpec = Field(default_factory=MemorySpec)
+    tools: list[str] = Field(
+        default_factory=list,
+        description="Tools offered to the model: built-in names and names from custom_tools.",
+    )
+    custom_tools: list[CustomToolSpec] = Field(
+        default_factory=list, description="Tools from `den.tools` entry points in the agent's image."
+    )
+    checks: list[CheckSpec] = Field(default_factory=list)
+    loops: list[LoopSpec] = Field(default_factory=list)
+    cron: list[CronSpec] = Field(default_factory=list)
+    desiredState: DesiredState = Field(  # noqa: N815 (Kubernetes field name)
+        "running", description="running or stopped (`den down` sets stopped)."
+    )
+
+    @field_validator("version", mode="before")
+    @classmethod
+    def _version(cls, value: Any) -> Any:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return str(value)
+        return value
+
+    @model_validator(mode="after")
+    def _cross_field(self) -> AgentSpec:
+        custom = {t.name for t in self.custom_tools}
+        known = set(BUILTIN_TOOLS) | custom
+        for index, tool in enumerate(self.tools):
+            if tool not in known:
+                raise _located(("tools", index), unknown_tool_message(tool, sorted(known)))
+        if len(set(self.tools)) != len(self.tools):
+            dup = next(t for t in self.tools if self.tools.count(t) > 1)
+            raise _located(("tools",), f"tool {dup!r} is listed twice")
+        _check_unique(self.custom_tools, "name", "custom tool", "custom_tools")
+        _check_unique(self.checks, "name", "check name", "checks")
+        _check_unique(self.loops, "type", "loop type", "loops")
+        _check_unique(self.cron, "name", "cron name", "cron")
+        listed = set(self.tools)
+        for li, loop in enumerate(self.loops):
+            for ti, tool in enumerate(loop.tools):
+                if tool not in listed:
+                    raise _located(
+                        ("loops", li, "tools", ti),
+                        f"tool {tool!r} is not in the agent's tools {sorted(listed)}",
+                    )
+        loop_types = {loop.type for loop in self.loops}
+        for ci, entry in enumerate(self.cron):
+            if entry.loop is not None and entry.loop not in loop_types:
+                raise _located(
+                    ("cron", ci, "loop"),
+                    f"loop {entry.loop!r} is not declared under loops {sorted(loop_types)}",
+                )
+        return self
+
+
+DesiredState = Annotated[str, Field(pattern="^(running|stopped)$")]
+AgentSpec.model_rebuild()
+
+
+class LocatedError(ValueError):
+    """A cross-field error that knows which nested field it belongs to."""
+
+    def __init__(self, loc: tuple[str | int, ...], message: str) -> None:
+        super().__init__(message)
+        self.loc = loc
+
+
+def _located(loc: tuple[str | int, ...], message: str) -> LocatedError:
+    return LocatedError(loc, message)
+
+
+def _check_unique(items: list[Any], attr: str, what: str, field: str) -> None:
+    seen: set[Any] = set()
+    for index, item in enumerate(items):
+        key = getattr(item, attr)
+        if key in seen:
+            raise _located((field, index, attr), f"duplicate {what} {key!r}")
+        seen.add(key)
+
+
+def unknown_tool_message(tool: str, known: list[str]) -> str:
+    from den.api.suggest import did_you_mean
+
+    hint = did_you_mean(tool, known)
+    base = f"unknown tool {tool!r}{hint}"
+    return base + "; built-in tools are " + ", ".join(BUILTIN_TOOLS) + " (declare others under custom_tools)"
+
+
+class Agentfile(AgentSpec):
+    """The file a person writes: ``name`` plus the spec, optionally with metadata."""
+
+    name: Name
+    namespace: str = Field("default", description="Namespace of the Agent resource.")
+    labels: dict[str, str] = Field(default_factory=dict, description="Labels of the Agent resource.")
+    annotations: dict[str, str] = Field(
+        default_factory=dict, description="Annotations of the Agent resource."
+    )
+
+    @field_validator("name", "namespace")
+    @classmethod
+    def _dns_label(cls, value: str) -> str:
+        return validate_dns_label(value)
+
+
+def validate_dns_label(value: str) -> str:
+    if len(value) > 63:
+        raise ValueError(f"must be at most 63 characters, got {len(value)}")
+    if not DNS_LABEL.match(value):
+        raise ValueError(
+            f"{value!r} is not a DNS-1123 label (lowercase letters, digits and '-', "
+            "starting and ending with a letter or digit)"
+        )
+    return value

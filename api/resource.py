@@ -1,0 +1,180 @@
+"""The Agent resource: the Kubernetes envelope around an Agentfile.
+
+``apiVersion: den.dev/v1alpha1``, ``kind: Agent``, ``metadata``, ``spec`` (the
+Agentfile body plus ``desiredState``) and ``status`` (written only by the
+reconciler). :func:`to_agent` and :func:`to_agentfile` convert losslessly.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from den.api.agentfile import AgentSpec, Agentfile, validate_dns_label
+
+GROUP = "den.dev"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+KIND = "Agent"
+PLURAL = "agents"
+SHORT_NAMES = ["ag", "den"]
+
+_LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
+_LABEL_NAME = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
+
+
+def validate_labels(labels: dict[str, str]) -> dict[str, str]:
+    """Kubernetes label syntax: ``[prefix/]name`` keys, values of at most 63 characters."""
+    for key, value in labels.items():
+        prefix, _, name = key.rpartition("/")
+        if not name or len(name) > 63 or not _LABEL_NAME.match(name) or len(prefix) > 253:
+            raise ValueError(f"{key!r} is not a valid label key")
+        if not isinstance(value, str) or len(value) > 63 or not _LABEL_VALUE.match(value):
+            raise ValueError(
+                f"label {key!r} has an invalid value {value!r} (at most 63 characters: "
+                "letters, digits, '-', '_', '.')"
+            )
+    return labels
+
+
+def now() -> str:
+    """An RFC 3339 timestamp in UTC with second precision, like Kubernetes writes."""
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class ObjectMeta(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    name: str
+    namespace: str = "default"
+    labels: dict[str, str] = Field(default_factory=dict)
+    annotations: dict[str, str] = Field(default_factory=dict)
+    # Written by the store (or the Kubernetes API server); ignored on apply.
+    uid: str | None = None
+    generation: int | None = None
+    resourceVersion: str | None = None  # noqa: N815
+    creationTimestamp: str | None = None  # noqa: N815
+    deletionTimestamp: str | None = None  # noqa: N815
+    finalizers: list[str] = Field(default_factory=list)
+
+    @field_validator("name", "namespace")
+    @classmethod
+    def _dns(cls, value: str) -> str:
+        return validate_dns_label(value)
+
+    @field_validator("labels")
+    @classmethod
+    def _labels(cls, value: dict[str, str]) -> dict[str, str]:
+        return validate_labels(value)
+
+
+ConditionStatus = Literal["True", "False", "Unknown"]
+
+
+class Condition(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    type: str
+    status: ConditionStatus
+    reason: str = ""
+    message: str = ""
+    lastTransitionTime: str = Field(default_factory=now)  # noqa: N815
+    observedGeneration: int | None = None  # noqa: N815
+
+
+class CronStatus(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    name: str
+    schedule: str = ""
+    nextRun: str | None = None  # noqa: N815
+    lastRun: str | None = None  # noqa: N815
+    lastResult: str | None = None  # noqa: N815
+
+
+Phase = Literal["Pending", "Starting", "Running", "Stopped", "Failed", "Terminating"]
+
+
+class AgentStatus(BaseModel):
+    """Observed state, written only by the reconciler."""
+
+    model_config = ConfigDict(extra="allow")
+
+    phase: Phase = "Pending"
+    observedGeneration: int | None = None  # noqa: N815
+    conditions: list[Condition] = Field(default_factory=list)
+    endpoint: str | None = None
+    cron: list[CronStatus] = Field(default_factory=list)
+
+    def condition(self, type_: str) -> Condition | None:
+        return next((c for c in self.conditions if c.type == type_), None)
+
+
+class Agent(BaseModel):
+    """The Agent resource, as stored locally and as a Kubernetes custom resource."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    apiVersion: Literal["den.dev/v1alpha1"] = API_VERSION  # noqa: N815
+    kind: Literal["Agent"] = KIND
+    metadata: ObjectMeta
+    spec: AgentSpec
+    status: AgentStatus | None = None
+
+    @property
+    def name(self) -> str:
+        return self.metadata.name
+
+    @property
+    def namespace(self) -> str:
+        return self.metadata.namespace
+
+    @property
+    def key(self) -> str:
+        return f"{self.metadata.namespace}/{self.metadata.name}"
+
+    def manifest(self, *, with_status: bool = True) -> dict[str, Any]:
+        """The resource as plain data, in Kubernetes field order, without empty server fields."""
+        data = self.model_dump(mode="json", exclude_none=True)
+        meta = data["metadata"]
+        for empty in ("labels", "annotations", "finalizers"):
+            if not meta.get(empty):
+                meta.pop(empty, None)
+        if not with_status or self.status is None:
+            data.pop("status", None)
+        return data
+
+
+def to_agent(agentfile: Agentfile) -> Agent:
+    """An Agentfile as an Agent resource (lossless: see :func:`to_agentfile`)."""
+    body = agentfile.model_dump(exclude={"name", "namespace", "labels", "annotations"})
+    return Agent(
+        metadata=ObjectMeta(
+            name=agentfile.name,
+            namespace=agentfile.namespace,
+            labels=dict(agentfile.labels),
+            annotations=dict(agentfile.annotations),
+        ),
+        spec=AgentSpec.model_validate(body),
+    )
+
+
+def to_agentfile(agent: Agent) -> Agentfile:
+    """An Agent resource as an Agentfile; server-written fields and status are dropped."""
+    return Agentfile.model_validate(
+        {
+            "name": agent.metadata.name,
+            "namespace": agent.metadata.namespace,
+            "labels": dict(agent.metadata.labels),
+            "annotations": dict(agent.metadata.annotations),
+            **agent.spec.model_dump(),
+        }
+    )
+
+
+def agentfile_document(agentfile: Agentfile) -> dict[str, Any]:
+    """An Agentfile as the YAML a person would write: defaults left out."""
+    return agentfile.model_dump(mode="json", exclude_defaults=True)

@@ -1,0 +1,3 @@
+"""Den: Docker for AI agents."""
+
+__version__ = "0.2.0"
