@@ -1,0 +1,52 @@
+"""The one place that owns Den's label names, object names and file paths."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+# Labels and annotations Den puts on what it owns (stores, containers, volumes).
+LABEL_AGENT = "den.dev/agent"
+LABEL_NAMESPACE = "den.dev/namespace"
+LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
+MANAGED_BY = "den"
+LABEL_CONFIG_HASH = "den.dev/config-hash"
+LABEL_GENERATION = "den.dev/generation"
+LABEL_SOURCE = "den.dev/source"
+ANNOTATION_SOURCE_PATH = "den.dev/source-path"
+
+FINALIZER = "den.dev/cleanup"
+FINALIZER_DESTROY = "den.dev/destroy-volume"
+
+
+def den_home() -> Path:
+    """``$DEN_HOME``, default ``~/.den``: the local state store, credentials and logs."""
+    return Path(os.environ.get("DEN_HOME") or Path.home() / ".den").expanduser()
+
+
+def state_db_path() -> Path:
+    return den_home() / "state.db"
+
+
+def credentials_path() -> Path:
+    return den_home() / "credentials"
+
+
+def operator_log_path() -> Path:
+    return den_home() / "operator.log"
+
+
+def operator_lock_path() -> Path:
+    return den_home() / "operator.lock"
+
+
+def tokens_dir() -> Path:
+    return den_home() / "tokens"
+
+
+def container_name(agent: str, namespace: str = "default") -> str:
+    return f"den-{agent}" if namespace == "default" else f"den-{namespace}-{agent}"
+
+
+def volume_name(agent: str, namespace: str = "default") -> str:
+    return f"{container_name(agent, namespace)}-home"
