@@ -1,0 +1,50 @@
+"""Shared fixtures: an isolated DEN_HOME and a real `den` process runner."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+EXAMPLES = ROOT / "examples"
+
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+
+@dataclass
+class Result:
+    code: int
+    stdout: str
+    stderr: str
+
+    @property
+    def output(self) -> str:
+        return self.stdout + self.stderr
+
+
+@pytest.fixture
+def den_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    home = tmp_path / "den-home"
+    monkeypatch.setenv("DEN_HOME", str(home))
+    return home
+
+
+@pytest.fixture
+def den(den_home: Path, tmp_path: Path):
+    """Run the real `den` command in a subprocess with this test's DEN_HOME."""
+
+    def run(*args: str, input: str | None = None, cwd: Path | None = None, timeout: float = 120) -> Result:
+        env = {**os.environ, "DEN_HOME": str(den_home), "NO_COLOR": "1", "COLUMNS": "200"}
+        proc = subprocess.run(
+            [sys.executable, "-m", "den", *args],
+            capture_output=True, text=True, input=input, cwd=cwd or tmp_path, env=env, timeout=timeout,
+        )
+        return Result(proc.returncode, proc.stdout, proc.stderr)
+
+    return run
