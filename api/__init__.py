@@ -1,6 +1,6 @@
 """den.api: the Agentfile and the Agent resource (shared by the CLI, operator and runtime)."""
 
-from den.api.agentfile import BUILTIN_TOOLS, AgentSpec, Agentfile
+from den.api.agentfile import BUILTIN_TOOLS, Agentfile, AgentSpec
 from den.api.errors import DenError, InvalidAgentfile, Problem
 from den.api.resource import API_VERSION, Agent, AgentStatus, Condition, to_agent, to_agentfile
 

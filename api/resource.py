@@ -11,9 +11,8 @@ import re
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+from den.api.agentfile import Agentfile, AgentSpec, validate_dns_label
 from pydantic import BaseModel, ConfigDict, Field, field_validator
-
-from den.api.agentfile import AgentSpec, Agentfile, validate_dns_label
 
 GROUP = "den.dev"
 VERSION = "v1alpha1"

@@ -87,8 +87,13 @@ def age(timestamp: str | None) -> str:
         then = datetime.strptime(timestamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
     except ValueError:
         return "-"
-    seconds = max(0, int((datetime.now(UTC) - then).total_seconds()))
+    return duration((datetime.now(UTC) - then).total_seconds())
+
+
+def duration(seconds: float) -> str:
+    """42s, 5m, 3h, 2d: the largest whole unit, as kubectl prints ages."""
+    whole = max(0, int(seconds))
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size:
-            return f"{seconds // size}{unit}"
-    return f"{seconds}s"
+        if whole >= size:
+            return f"{whole // size}{unit}"
+    return f"{whole}s"

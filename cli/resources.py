@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 
 import typer
-
 from den.cli.main import app
 from den.cli.output import Format, age, emit, say, table
 
@@ -31,8 +30,12 @@ def source_label(path: Path) -> str:
     return hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:16]
 
 
-def load_inputs(paths: list[Path]) -> list:
-    """Load files, directories or ``-`` (stdin); all-or-nothing."""
+def load_inputs(paths: list[Path], *, label: bool = True) -> list:
+    """Load files, directories or ``-`` (stdin); all-or-nothing.
+
+    With ``label``, each agent is labelled with where it came from, so a
+    later ``apply --prune`` of the same directory knows what it created.
+    """
     from den.api.errors import InvalidAgentfile
     from den.api.loader import Loaded, load_paths, load_text
     from den.operator.names import ANNOTATION_SOURCE_PATH, LABEL_SOURCE
@@ -51,7 +54,7 @@ def load_inputs(paths: list[Path]) -> list:
             problems.extend(exc.problems)
             continue
         origin = source_label(path)
-        for item in items:
+        for item in items if label else []:
             meta = item.agent.metadata
             meta.labels.setdefault(LABEL_SOURCE, origin)
             meta.annotations.setdefault(ANNOTATION_SOURCE_PATH, str(path.resolve()))
@@ -63,7 +66,7 @@ def load_inputs(paths: list[Path]) -> list:
 
 @app.command()
 def validate(
-    paths: list[Path] = typer.Argument(..., help="Agentfiles, resource YAML files or directories."),
+    paths: list[Path] = typer.Argument(..., help="Agentfiles, resource YAML files, directories or - (stdin)."),
 ) -> None:
     """Check Agentfiles without storing anything.
 
@@ -76,20 +79,8 @@ def validate(
 
       den validate agents/
     """
-    from den.api.errors import InvalidAgentfile
-    from den.api.loader import load_paths
-
-    problems = []
-    valid = []
-    for path in paths:
-        try:
-            valid.extend(load_paths([path]))
-        except InvalidAgentfile as exc:
-            problems.extend(exc.problems)
-    for item in valid:
+    for item in load_inputs(paths, label=False):
         say(f"[green]valid[/green] {item.source}: agent {item.agent.name}")
-    if problems:
-        raise InvalidAgentfile(problems)
 
 
 @app.command()

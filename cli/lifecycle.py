@@ -1,0 +1,448 @@
+"""up, down, destroy, status, logs, exec, api, inspect: an agent's life on Docker."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import typer
+from den.cli.main import app
+from den.cli.output import Format, emit, err_console, say, table
+from den.cli.resources import NamespaceOption, load_inputs
+
+
+def _preflight(agents: list) -> Any:
+    """Everything that can fail before anything is stored: Docker, image, names, secrets."""
+    from den.api.errors import DenError
+    from den.operator import names
+    from den.operator.docker_backend import DockerBackend
+    from den.operator.secrets import load_credentials, resolve_env
+
+    backend = DockerBackend()
+    backend.client  # noqa: B018 (raises BackendUnavailable with a clear message)
+    credentials = load_credentials()
+    import os
+
+    envs = {}
+    for agent in agents:
+        _ensure_image(backend, agent.spec.runtime.base)
+        existing = backend.client.containers.list(
+            all=True, filters={"name": f"^/{names.container_name(agent.name, agent.namespace)}$"}
+        )
+        for container in existing:
+            if (container.labels or {}).get(names.LABEL_AGENT) != agent.name:
+                raise DenError(
+                    f"a container named {container.name} already exists and Den does not own it",
+                    hint="remove or rename that container, or give the agent another name",
+                )
+        envs[agent.key] = resolve_env(agent, os.environ, credentials)
+    return backend, envs
+
+
+def _ensure_image(backend, image: str) -> None:
+    import subprocess
+
+    import docker.errors
+    from den.api.errors import DenError
+
+    try:
+        backend.client.images.get(image)
+        return
+    except docker.errors.ImageNotFound:
+        pass
+    script = Path(__file__).resolve().parent.parent / "hack" / "build-image.sh"
+    if image.startswith("den-runtime:") and script.exists():
+        err_console().print(f"image {image} not found: building it with {script.name} (once)…")
+        done = subprocess.run(["bash", str(script)], cwd=script.parent.parent)
+        if done.returncode == 0:
+            backend.client.images.get(image)
+            return
+    raise DenError(
+        f"image {image} not found",
+        hint="build it with `make image` in a Den checkout (or docker build -t den-runtime:latest -f runtime/Dockerfile .)",
+    )
+
+
+def _ready(agent) -> bool:
+    status = agent.status
+    if status is None or status.observedGeneration != agent.metadata.generation:
+        return False
+    ready = status.condition("Ready")
+    return bool(ready and ready.status == "True")
+
+
+def wait_for(store, keys: list[tuple[str, str]], done, timeout: float, what: str) -> None:
+    """Wait with a live line per agent until ``done(agent_or_None)`` for all keys."""
+    from den.api.errors import WaitTimeout
+
+    deadline = time.monotonic() + timeout
+    console = err_console()
+    with console.status(f"waiting for {what}…") as spinner:
+        while True:
+            pending = []
+            for namespace, name in keys:
+                agent = store.find(name, namespace)
+                if not done(agent):
+                    pending.append((name, agent))
+            if not pending:
+                return
+            if time.monotonic() > deadline:
+                break
+            name, agent = pending[0]
+            phase = agent.status.phase if agent and agent.status else "Pending"
+            spinner.update(f"{name}: {phase}…")
+            store.wait_for_change(store.resource_version(), 0.2)
+    lines = []
+    for name, agent in pending:
+        lines.append(f"agent {name} is not {what} after {timeout:.0f}s")
+        if agent and agent.status:
+            for c in agent.status.conditions:
+                lines.append(f"  {c.type}={c.status} {c.reason}: {c.message}")
+        for event in store.events(name, limit=5):
+            lines.append(f"  event {event.type} {event.reason}: {event.message}")
+    raise WaitTimeout("\n".join(lines), hint="den events NAME; den logs NAME; cat $DEN_HOME/operator.log")
+
+
+@app.command()
+def up(
+    file: Path = typer.Argument(Path("Agentfile"), help="Agentfile (or a directory of them)."),
+    no_wait: bool = typer.Option(False, "--no-wait", help="Return once stored; do not wait for Ready."),
+    timeout: float = typer.Option(120.0, "--timeout", help="Seconds to wait for Ready."),
+) -> None:
+    """Give an agent a home: store it, start the operator, wait until it answers.
+
+    Examples:
+
+      den up                      # ./Agentfile
+
+      den up examples/01-hello/Agentfile
+
+      den up agents/ --no-wait
+    """
+    from den.operator.controller import ensure_operator
+    from den.operator.secrets import write_runtime_env
+    from den.operator.store import open_store
+
+    loaded = load_inputs([file])
+    agents = []
+    for item in loaded:
+        spec = item.agent.spec.model_copy(update={"desiredState": "running"})
+        agents.append(item.agent.model_copy(update={"spec": spec}))
+    _backend, envs = _preflight(agents)
+    with open_store() as store:
+        for agent in agents:
+            write_runtime_env(agent, envs[agent.key])
+        results = store.apply_all(agents)
+        for result in results:
+            say(f"agent.den.dev/{result.agent.name} {result.action}")
+        ensure_operator()
+        if no_wait:
+            return
+        keys = [(a.namespace, a.name) for a in agents]
+        wait_for(store, keys, lambda a: a is not None and _ready(a), timeout, "Ready")
+        for namespace, name in keys:
+            agent = store.get(name, namespace)
+            say(f"[green]●[/green] {name} is Ready at [bold]{agent.status.endpoint}[/bold]")
+        first = keys[0][1]
+        say("next:")
+        say(f"  den connect {first}            # chat")
+        say(f"  den api {first}                # URL and a curl line for the OpenAI-compatible API")
+        say(f"  den logs {first} -f            # follow its logs")
+        say(f"  den down {first}               # stop it; its memory is kept")
+
+
+@app.command()
+def down(
+    name: str = typer.Argument(..., help="Agent name."),
+    namespace: str = NamespaceOption,
+    timeout: float = typer.Option(60.0, "--timeout", help="Seconds to wait for the container to go."),
+) -> None:
+    """Stop an agent: its container goes, its volume (memory, workspace) stays.
+
+    Examples:
+
+      den down research-analyst
+
+      den up Agentfile            # brings the same agent back, remembering
+    """
+    from den.operator.controller import ensure_operator
+    from den.operator.store import open_store
+
+    def stop(agent):
+        spec = agent.spec.model_copy(update={"desiredState": "stopped"})
+        return agent.model_copy(update={"spec": spec})
+
+    with open_store() as store:
+        store.mutate(name, namespace, stop)
+        ensure_operator()
+        wait_for(store, [(namespace, name)],
+                 lambda a: a is None or (a.status is not None and a.status.phase == "Stopped"
+                                         and a.status.observedGeneration == a.metadata.generation),
+                 timeout, "Stopped")
+    say(f"agent.den.dev/{name} stopped (volume kept; `den up` brings it back)")
+
+
+@app.command()
+def destroy(
+    name: str = typer.Argument(..., help="Agent name."),
+    namespace: str = NamespaceOption,
+    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask."),
+    timeout: float = typer.Option(60.0, "--timeout", help="Seconds to wait."),
+) -> None:
+    """Delete an agent and everything it owns: container, volume, memory, record.
+
+    Example:
+
+      den destroy research-analyst --yes
+    """
+    from den.operator import names
+    from den.operator.controller import ensure_operator
+    from den.operator.secrets import forget_runtime_env
+    from den.operator.store import open_store
+
+    with open_store() as store:
+        agent = store.get(name, namespace)
+        if not yes and not typer.confirm(
+            f"Destroy agent {name}, its container and its volume {names.volume_name(name, namespace)} "
+            "(memory and workspace)?", default=False,
+        ):
+            raise typer.Exit(1)
+        if agent.metadata.finalizers:
+            store.add_finalizer(name, namespace, names.FINALIZER_DESTROY)
+        store.delete(name, namespace)
+        if store.find(name, namespace) is not None:
+            ensure_operator()
+            wait_for(store, [(namespace, name)], lambda a: a is None, timeout, "gone")
+        forget_runtime_env(agent)
+    say(f"agent.den.dev/{name} destroyed")
+
+
+def _uptime(started: str | None) -> str:
+    from datetime import UTC, datetime
+
+    from den.cli.output import duration
+
+    if not started or started.startswith("0001"):
+        return "-"
+    then = datetime.fromisoformat(started[:19] + "+00:00")
+    return duration((datetime.now(UTC) - then).total_seconds())
+
+
+def _mb(value: int) -> str:
+    return f"{value / (1024 * 1024):.0f}Mi"
+
+
+@app.command()
+def status(
+    output: Format = typer.Option(Format.table, "--output", "-o", help="table, json or yaml."),
+    namespace: str = typer.Option(None, "--namespace", "-n", help="Only this namespace."),
+) -> None:
+    """Every agent with phase, endpoint, CPU %, memory used/limit and uptime.
+
+    Examples:
+
+      den status
+
+      den status -o json
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    from den.operator.controller import operator_pid
+    from den.operator.store import open_store
+
+    with open_store() as store:
+        agents = store.list(namespace)
+    stats: list[dict | None] = [None] * len(agents)
+    running = [i for i, a in enumerate(agents) if a.status and a.status.phase == "Running"]
+    if running:
+        from den.operator.docker_backend import DockerBackend
+
+        backend = DockerBackend()
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            for index, found in zip(running, pool.map(lambda i: backend.stats(agents[i]), running), strict=True):
+                stats[index] = found
+    rows = []
+    for agent, facts in zip(agents, stats, strict=True):
+        rows.append({
+            "name": agent.name,
+            "namespace": agent.namespace,
+            "phase": agent.status.phase if agent.status else "Pending",
+            "endpoint": agent.status.endpoint if agent.status else None,
+            "cpu_percent": facts["cpu_percent"] if facts else None,
+            "memory_used": facts["memory_used"] if facts else None,
+            "memory_limit": facts["memory_limit"] if facts else None,
+            "started_at": facts["started_at"] if facts else None,
+        })
+    if output != Format.table:
+        emit({"operator": {"pid": operator_pid()}, "agents": rows}, output)
+        return
+    table(
+        ["NAME", "PHASE", "ENDPOINT", "CPU", "MEMORY", "UPTIME"],
+        [[r["name"], r["phase"], r["endpoint"] or "-",
+          f"{r['cpu_percent']}%" if r["cpu_percent"] is not None else "-",
+          f"{_mb(r['memory_used'])}/{_mb(r['memory_limit'])}" if r["memory_used"] is not None else "-",
+          _uptime(r["started_at"])] for r in rows],
+        empty="No agents. Try: den init && den up",
+    )
+    pid = operator_pid()
+    err_console().print(f"operator: {'running (pid %d)' % pid if pid else 'not running (den up starts it)'}")
+
+
+@app.command()
+def logs(
+    name: str = typer.Argument(..., help="Agent name."),
+    follow: bool = typer.Option(False, "--follow", "-f", help="Keep printing new lines."),
+    tail: int = typer.Option(None, "--tail", help="Only the last N lines."),
+    namespace: str = NamespaceOption,
+) -> None:
+    """Print an agent's logs (one JSON object per line).
+
+    Examples:
+
+      den logs research-analyst --tail 20
+
+      den logs research-analyst -f
+    """
+    from den.operator.docker_backend import DockerBackend
+    from den.operator.store import open_store
+
+    with open_store() as store:
+        agent = store.get(name, namespace)
+    out = sys.stdout.buffer
+    for chunk in DockerBackend().logs(agent, follow=follow, tail=tail):
+        out.write(chunk)
+        out.flush()
+
+
+@app.command(name="exec", context_settings={"allow_interspersed_args": False})
+def exec_(
+    name: str = typer.Argument(..., help="Agent name."),
+    command: list[str] = typer.Argument(..., help="Command to run inside the agent's container."),
+    interactive: bool = typer.Option(False, "--interactive", "-i", help="Keep stdin open."),
+    tty: bool = typer.Option(False, "--tty", "-t", help="Allocate a TTY."),
+    namespace: str = NamespaceOption,
+) -> None:
+    """Run a command inside an agent's container; its exit code is passed through.
+
+    Examples:
+
+      den exec research-analyst -- ls -la /den
+
+      den exec -it research-analyst -- bash
+    """
+    import os
+
+    from den.api.errors import DenError
+    from den.operator.docker_backend import DockerBackend
+    from den.operator.store import open_store
+
+    with open_store() as store:
+        agent = store.get(name, namespace)
+    backend = DockerBackend()
+    container = backend.container(agent)
+    if container is None or container.status != "running":
+        raise DenError(f"agent {name} is not running", hint=f"den up … then den exec {name} -- …")
+    if interactive or tty:
+        flags = "-" + ("i" if interactive else "") + ("t" if tty else "")
+        os.execvp("docker", ["docker", "exec", flags, container.name, *command])
+    result = container.exec_run(command, demux=True)
+    stdout, stderr = result.output if isinstance(result.output, tuple) else (result.output, None)
+    if stdout:
+        sys.stdout.buffer.write(stdout)
+        sys.stdout.flush()
+    if stderr:
+        sys.stderr.buffer.write(stderr)
+        sys.stderr.flush()
+    raise typer.Exit(result.exit_code or 0)
+
+
+@app.command()
+def api(
+    name: str = typer.Argument(..., help="Agent name."),
+    output: Format = typer.Option(Format.table, "--output", "-o", help="table (text) or json."),
+    namespace: str = NamespaceOption,
+) -> None:
+    """How to call an agent's OpenAI-compatible API: URL, model id, a ready curl line.
+
+    Examples:
+
+      den api research-analyst
+
+      den api research-analyst -o json | jq -r .base_url
+    """
+    from den.api.errors import DenError
+    from den.operator.store import open_store
+
+    with open_store() as store:
+        agent = store.get(name, namespace)
+    endpoint = agent.status.endpoint if agent.status else None
+    if not endpoint:
+        raise DenError(f"agent {name} has no endpoint yet (phase {agent.status.phase if agent.status else 'Pending'})",
+                       hint="den up … and wait for Ready; den status")
+    body = json.dumps({"model": name, "messages": [{"role": "user", "content": "Hello!"}]})
+    info = {
+        "name": name,
+        "endpoint": endpoint,
+        "base_url": f"{endpoint}/v1",
+        "model": name,
+        "curl": f"curl -s {endpoint}/v1/chat/completions -H 'Content-Type: application/json' -d '{body}'",
+    }
+    if output != Format.table:
+        emit(info, output)
+        return
+    say(f"base_url: {info['base_url']}")
+    say(f"model:    {name}")
+    say(f"status:   {endpoint}/den/v1/status")
+    typer.echo(info["curl"])
+
+
+@app.command()
+def inspect(
+    name: str = typer.Argument(..., help="Agent name."),
+    namespace: str = NamespaceOption,
+) -> None:
+    """Everything about one agent: resolved config (secrets masked), conditions, events, container.
+
+    Example:
+
+      den inspect research-analyst
+    """
+    from den.operator.docker_backend import DockerBackend
+    from den.operator.secrets import mask, read_runtime_env
+    from den.operator.store import open_store
+
+    with open_store() as store:
+        agent = store.get(name, namespace)
+        events = store.events(name, namespace, limit=10)
+    env = {k: mask(v) for k, v in read_runtime_env(agent).items()}
+    facts: dict[str, Any] = {}
+    try:
+        container = DockerBackend().container(agent)
+    except Exception as exc:  # inspect still shows the stored side without Docker
+        container = None
+        facts["error"] = str(exc)
+    if container is not None:
+        attrs = container.attrs
+        host = attrs.get("HostConfig", {})
+        facts.update({
+            "id": container.short_id,
+            "name": container.name,
+            "image": attrs.get("Config", {}).get("Image"),
+            "state": attrs.get("State", {}).get("Status"),
+            "startedAt": attrs.get("State", {}).get("StartedAt"),
+            "restartCount": attrs.get("RestartCount"),
+            "nanoCpus": host.get("NanoCpus"),
+            "memoryBytes": host.get("Memory"),
+            "ports": host.get("PortBindings"),
+            "readOnlyRootfs": host.get("ReadonlyRootfs"),
+            "capDrop": host.get("CapDrop"),
+        })
+    emit({
+        "agent": agent.manifest(),
+        "resolvedEnv": env,
+        "container": facts or None,
+        "events": [e.as_dict() for e in events],
+    }, Format.yaml)

@@ -1,0 +1,206 @@
+#!/usr/bin/env bash
+# Build the Den runtime image: den-runtime:<version> (also tagged :latest).
+#
+#   hack/build-image.sh            # no-op when the image is up to date
+#   hack/build-image.sh --force    # rebuild even if up to date
+#
+# Up to date = an image den-runtime:<version> exists whose label
+# den.dev/content-hash equals the sha256 over runtime/Dockerfile,
+# pyproject.toml, this script, every *.py under den/ api/ operator/ runtime/
+# cli/, and the chosen base/mode.
+#
+# Two paths:
+#   online   when `python:3.12-slim` is present locally, or DEN_IMAGE_BASE is
+#            set to something other than den-base:bookworm. Only the
+#            den-agent wheel is built on the host; the image build fetches
+#            dependencies from PyPI (OFFLINE=0).
+#   offline  otherwise. hack/build-base-image.sh makes den-base:bookworm with
+#            debootstrap, every wheel is built on the host
+#            (${PYTHON:-.venv/bin/python}, falling back to python3; it must be
+#            the same Python minor version as the base) into the cache
+#            .den-build/wheels, and the image build never touches an index
+#            (OFFLINE=1).
+#
+# Environment: DEN_IMAGE_BASE, PYTHON, DEN_IMAGE_REPO (default den-runtime).
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+ROOT="$PWD"
+
+REPO="${DEN_IMAGE_REPO:-den-runtime}"
+OFFLINE_BASE="den-base:bookworm"
+ONLINE_BASE="python:3.12-slim"
+BUILD_DIR="$ROOT/.den-build"
+SRC_DIRS=(den api operator runtime cli)
+
+log() { printf '==> %s\n' "$*" >&2; }
+die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+elapsed() { printf '%ss' "$((SECONDS - $1))"; }
+
+force=0
+for arg in "$@"; do
+  case "$arg" in
+    --force|-f) force=1 ;;
+    -h|--help) sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) die "unknown argument: $arg (usage: $0 [--force])" ;;
+  esac
+done
+
+command -v docker >/dev/null 2>&1 || die "docker CLI not found"
+docker info >/dev/null 2>&1 || die "cannot reach the Docker Engine"
+
+# --- version (parsed, not imported) ------------------------------------------
+version="$(python3 -c '
+import re, sys
+src = open("den/__init__.py", encoding="utf-8").read()
+m = re.search(r"^__version__\s*=\s*[\x27\"]([^\x27\"]+)[\x27\"]", src, re.M)
+sys.exit("no __version__ in den/__init__.py") if not m else print(m.group(1))
+')"
+IMAGE="$REPO:$version"
+
+# --- path: online (PyPI during build) or offline (local wheels) --------------
+if [[ -n ${DEN_IMAGE_BASE:-} ]]; then
+  base="$DEN_IMAGE_BASE"
+elif docker image inspect "$ONLINE_BASE" >/dev/null 2>&1; then
+  base="$ONLINE_BASE"
+else
+  base="$OFFLINE_BASE"
+fi
+if [[ $base == "$OFFLINE_BASE" ]]; then offline=1; else offline=0; fi
+
+# --- content hash ---------------------------------------------------------------
+mapfile -t py_files < <(find "${SRC_DIRS[@]}" -name '*.py' -type f -not -path '*/__pycache__/*' 2>/dev/null | LC_ALL=C sort)
+content_hash="$(
+  {
+    printf 'base=%s offline=%s\n' "$base" "$offline"
+    sha256sum runtime/Dockerfile pyproject.toml hack/build-image.sh "${py_files[@]}"
+  } | sha256sum | cut -d' ' -f1
+)"
+
+mkdir -p "$BUILD_DIR"
+# Serialise concurrent builds (parallel test runs) on the same checkout.
+exec 9>"$BUILD_DIR/build.lock"
+flock 9
+
+current_hash() {
+  docker image inspect -f '{{index .Config.Labels "den.dev/content-hash"}}' "$1" 2>/dev/null || true
+}
+
+if [[ $force -eq 0 && "$(current_hash "$IMAGE")" == "$content_hash" ]]; then
+  # keep :latest pointing at this version (cheap, idempotent)
+  docker tag "$IMAGE" "$REPO:latest"
+  echo "$IMAGE is up to date"
+  exit 0
+fi
+
+t_total=$SECONDS
+log "building $IMAGE (base $base, $([[ $offline == 1 ]] && echo offline || echo online), hash ${content_hash:0:12})"
+
+# --- base image (offline path) ----------------------------------------------
+if [[ $offline == 1 ]]; then
+  t=$SECONDS
+  "$ROOT/hack/build-base-image.sh"
+  log "base image ready ($(elapsed $t))"
+fi
+
+# --- host python for building wheels --------------------------------------
+PY="${PYTHON:-$ROOT/.venv/bin/python}"
+if [[ ! -x $PY ]] || ! "$PY" -m pip --version >/dev/null 2>&1; then
+  PY="$(command -v python3)" || die "no python3 to build wheels with"
+  "$PY" -m pip --version >/dev/null 2>&1 || die "$PY has no pip"
+fi
+
+if [[ $offline == 1 ]]; then
+  host_pyver="$("$PY" -c 'import sys; print("%d.%d" % sys.version_info[:2])')"
+  base_pyver="$(docker run --rm --network none --entrypoint python3 "$base" -c 'import sys; print("%d.%d" % sys.version_info[:2])')"
+  [[ $host_pyver == "$base_pyver" ]] || die "wheels are built with $PY (Python $host_pyver) but $base has Python $base_pyver; set PYTHON to a python$base_pyver"
+fi
+
+# --- clean source snapshot (no stale build/ dir, no __pycache__) ------------
+src="$BUILD_DIR/src"
+rm -rf "$src"
+mkdir -p "$src"
+extra=()
+for f in README.md README.rst LICENSE NOTICE MANIFEST.in setup.cfg setup.py; do
+  [[ -e $f ]] && extra+=("$f")
+done
+tar -c --exclude='__pycache__' --exclude='*.pyc' --exclude='*.egg-info' \
+  pyproject.toml "${extra[@]}" "${SRC_DIRS[@]}" | tar -x -C "$src"
+# pyproject declares readme = "README.md"; setuptools refuses a missing one.
+[[ -e $src/README.md ]] || printf '# den-agent\n' >"$src/README.md"
+
+pip_q=(--quiet --disable-pip-version-check)
+
+# --- wheels ----------------------------------------------------------------------
+t=$SECONDS
+context="$BUILD_DIR/context"
+rm -rf "$context"
+mkdir -p "$context/wheels/den" "$context/wheels/deps"
+cp runtime/Dockerfile "$context/Dockerfile"
+
+if [[ $offline == 1 ]]; then
+  wheels="$BUILD_DIR/wheels"
+  mkdir -p "$wheels"
+  rm -f "$wheels"/den_agent-*.whl
+  # setuptools+wheel are cached too, so the build backend resolves offline next time.
+  log "building wheels into .den-build/wheels (cache-only first)"
+  if ! "$PY" -m pip wheel "${pip_q[@]}" --no-index --find-links "$wheels" --wheel-dir "$wheels" "$src" 2>"$BUILD_DIR/pip-offline.log"; then
+    log "cache incomplete; fetching missing wheels from the package index"
+    "$PY" -m pip wheel "${pip_q[@]}" --find-links "$wheels" --wheel-dir "$wheels" "$src" setuptools wheel
+  fi
+  den_wheel="$(ls "$wheels"/den_agent-*.whl)"
+  # The exact set the image needs (the cache may hold older versions too).
+  "$PY" -m pip install "${pip_q[@]}" --dry-run --ignore-installed --no-index \
+    --find-links "$wheels" --report "$BUILD_DIR/report.json" "$den_wheel"
+  mapfile -t dep_wheels < <("$PY" - "$BUILD_DIR/report.json" <<'EOF'
+import json, sys, urllib.parse, urllib.request
+report = json.load(open(sys.argv[1]))
+for item in report["install"]:
+    if item["metadata"]["name"].lower().replace("_", "-") == "den-agent":
+        continue
+    url = item["download_info"]["url"]
+    if not url.startswith("file:") or not url.endswith(".whl"):
+        sys.exit(f"not a local wheel: {url}")
+    print(urllib.request.url2pathname(urllib.parse.urlparse(url).path))
+EOF
+  )
+  [[ ${#dep_wheels[@]} -gt 0 ]] || die "could not resolve the dependency wheels (see $BUILD_DIR/report.json)"
+  for w in "${dep_wheels[@]}"; do
+    ln "$w" "$context/wheels/deps/" 2>/dev/null || cp "$w" "$context/wheels/deps/"
+  done
+  non_manylinux=$(printf '%s\n' "${dep_wheels[@]##*/}" | grep -E 'linux_[a-z0-9_]+\.whl$' | grep -v manylinux || true)
+  [[ -z $non_manylinux ]] || log "note: built locally (host-linked) wheels: $(echo $non_manylinux)"
+  log "wheels ready: 1 + ${#dep_wheels[@]} dependencies ($(elapsed $t))"
+else
+  log "building the den-agent wheel"
+  "$PY" -m pip wheel "${pip_q[@]}" --no-deps --wheel-dir "$BUILD_DIR/wheels-online" "$src"
+  den_wheel="$(ls -t "$BUILD_DIR"/wheels-online/den_agent-"$version"-*.whl | head -n1)"
+  log "wheel ready ($(elapsed $t))"
+fi
+ln "$den_wheel" "$context/wheels/den/" 2>/dev/null || cp "$den_wheel" "$context/wheels/den/"
+# The classic builder handles empty dirs, but keep COPY sources non-empty anyway.
+touch "$context/wheels/deps/.keep"
+
+# --- docker build ----------------------------------------------------------------
+old_id="$(docker image inspect -f '{{.Id}}' "$IMAGE" 2>/dev/null || true)"
+t=$SECONDS
+log "docker build -t $IMAGE -t $REPO:latest"
+docker build \
+  --label "den.dev/content-hash=$content_hash" \
+  --label "den.dev/component=runtime" \
+  --label "den.dev/version=$version" \
+  --build-arg "BASE=$base" \
+  --build-arg "OFFLINE=$offline" \
+  -t "$IMAGE" -t "$REPO:latest" \
+  "$context"
+log "docker build done ($(elapsed $t))"
+
+# Drop the image this build replaced, if nothing else refers to it any more.
+new_id="$(docker image inspect -f '{{.Id}}' "$IMAGE")"
+if [[ -n $old_id && $old_id != "$new_id" ]] \
+   && [[ -z "$(docker image inspect -f '{{join .RepoTags " "}}' "$old_id" 2>/dev/null)" ]]; then
+  docker image rm "$old_id" >/dev/null 2>&1 || true
+fi
+
+size="$(docker image inspect -f '{{.Size}}' "$IMAGE")"
+log "built $IMAGE ($((size / 1024 / 1024)) MiB) in $(elapsed $t_total)"

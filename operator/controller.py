@@ -1,0 +1,271 @@
+"""The local operator: drives the reconciler from store changes, Docker events and a resync.
+
+One instance per ``$DEN_HOME`` (an exclusive ``flock`` on ``operator.lock``).
+A work queue de-duplicates keys; each key has capped exponential backoff
+with jitter on failure, visible in the agent's status.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import heapq
+import logging
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from den.api.errors import DenError
+from den.operator import names
+from den.operator.reconcile import Reconciler, TerminalError
+from den.operator.store import Store
+
+log = logging.getLogger("den.operator")
+
+RESYNC_SECONDS = 10.0
+BACKOFF_BASE = 0.5
+BACKOFF_CAP = 60.0
+TERMINAL_RETRY = 30.0
+
+Key = tuple[str, str]
+
+
+class WorkQueue:
+    """Keys due at a time; adding a key already queued keeps the earlier time."""
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[float, Key]] = []
+        self._due: dict[Key, float] = {}
+        self._cond = threading.Condition()
+
+    def add(self, key: Key, delay: float = 0.0) -> None:
+        when = time.monotonic() + delay
+        with self._cond:
+            if key in self._due and self._due[key] <= when:
+                return
+            self._due[key] = when
+            heapq.heappush(self._heap, (when, key))
+            self._cond.notify()
+
+    def get(self, stop: threading.Event) -> Key | None:
+        with self._cond:
+            while not stop.is_set():
+                while self._heap and self._due.get(self._heap[0][1]) != self._heap[0][0]:
+                    heapq.heappop(self._heap)  # superseded entry
+                if self._heap:
+                    when, key = self._heap[0]
+                    wait = when - time.monotonic()
+                    if wait <= 0:
+                        heapq.heappop(self._heap)
+                        del self._due[key]
+                        return key
+                    self._cond.wait(min(wait, 1.0))
+                else:
+                    self._cond.wait(1.0)
+        return None
+
+
+class OperatorLock:
+    """An exclusive lock file holding the operator's pid."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._handle = None
+
+    def acquire(self) -> bool:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(self.path, "a+")  # noqa: SIM115 (held for the process lifetime)
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            return False
+        handle.seek(0)
+        handle.truncate()
+        handle.write(str(os.getpid()))
+        handle.flush()
+        self._handle = handle
+        return True
+
+    def holder(self) -> int | None:
+        """The pid of the running operator, or None."""
+        if not self.path.exists():
+            return None
+        with open(self.path, "a+") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.seek(0)
+                text = handle.read().strip()
+                return int(text) if text.isdigit() else -1
+            fcntl.flock(handle, fcntl.LOCK_UN)
+            return None
+
+
+class Controller:
+    def __init__(self, store: Store, reconciler: Reconciler, *, events_source: Callable | None = None) -> None:
+        self.store = store
+        self.reconciler = reconciler
+        self.queue = WorkQueue()
+        self.stop = threading.Event()
+        self.failures: dict[Key, int] = {}
+        self.events_source = events_source
+
+    def enqueue_all(self) -> None:
+        for agent in self.store.list():
+            self.queue.add((agent.namespace, agent.name))
+
+    def _watch_store(self) -> None:
+        since = self.store.resource_version()
+        while not self.stop.is_set():
+            try:
+                for change in self.store.watch(since, timeout=1.0):
+                    since = change.resource_version
+                    self.queue.add((change.agent.namespace, change.agent.name))
+            except Exception as exc:  # Expired or a transient SQLite error: relist
+                log.warning("store watch restarted: %s", exc)
+                since = self.store.resource_version()
+                self.enqueue_all()
+                time.sleep(0.5)
+
+    def _watch_docker(self) -> None:
+        while not self.stop.is_set() and self.events_source is not None:
+            try:
+                for event in self.events_source():
+                    if self.stop.is_set():
+                        return
+                    labels = (event.get("Actor") or {}).get("Attributes") or {}
+                    name = labels.get(names.LABEL_AGENT)
+                    if name:
+                        self.queue.add((labels.get(names.LABEL_NAMESPACE, "default"), name))
+            except Exception as exc:
+                log.warning("docker event stream ended: %s; reconnecting", exc)
+                time.sleep(1.0)
+
+    def _resync(self) -> None:
+        while not self.stop.wait(RESYNC_SECONDS):
+            self.enqueue_all()
+
+    def process(self, key: Key) -> None:
+        namespace, name = key
+        try:
+            result = self.reconciler.reconcile(namespace, name)
+        except Exception as exc:
+            retries = self.failures.get(key, 0) + 1
+            self.failures[key] = retries
+            if isinstance(exc, TerminalError):
+                delay = TERMINAL_RETRY
+            else:
+                delay = min(BACKOFF_CAP, BACKOFF_BASE * 2 ** (retries - 1)) * random.uniform(0.8, 1.2)
+            log.warning("reconcile %s/%s failed (retry %d in %.1fs): %s", namespace, name, retries, delay, exc)
+            if not isinstance(exc, DenError):
+                log.debug("traceback", exc_info=True)
+            try:
+                self.reconciler.record_failure(namespace, name, exc, retries, delay)
+            except Exception as status_error:  # never let status reporting kill the worker
+                log.warning("could not record failure for %s/%s: %s", namespace, name, status_error)
+            self.queue.add(key, delay)
+            return
+        self.failures.pop(key, None)
+        if result.requeue_after is not None:
+            self.queue.add(key, result.requeue_after)
+
+    def run(self) -> None:
+        threads = [
+            threading.Thread(target=self._watch_store, name="store-watch", daemon=True),
+            threading.Thread(target=self._resync, name="resync", daemon=True),
+        ]
+        if self.events_source is not None:
+            threads.append(threading.Thread(target=self._watch_docker, name="docker-events", daemon=True))
+        for thread in threads:
+            thread.start()
+        self.enqueue_all()
+        log.info("operator running (pid %d)", os.getpid())
+        while not self.stop.is_set():
+            key = self.queue.get(self.stop)
+            if key is not None:
+                self.process(key)
+        log.info("operator stopped")
+
+
+def setup_logging(path: Path | None) -> None:
+    handler: logging.Handler = logging.FileHandler(path) if path else logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    root = logging.getLogger("den")
+    root.handlers[:] = [handler]
+    root.setLevel(logging.INFO)
+
+
+def run_operator(*, log_file: Path | None = None) -> int:
+    """``den operator run``: hold the lock, reconcile until SIGTERM/SIGINT."""
+    from den.operator.docker_backend import DockerBackend
+    from den.operator.secrets import read_runtime_env
+
+    setup_logging(log_file)
+    lock = OperatorLock(names.operator_lock_path())
+    if not lock.acquire():
+        raise DenError(f"an operator is already running (pid {lock.holder()})", hint="den operator status")
+    backend = DockerBackend()
+    backend.client  # noqa: B018 (fail fast when Docker is unreachable)
+    store = Store(names.state_db_path())
+    reconciler = Reconciler(store, backend, runtime_env=read_runtime_env)
+
+    def docker_events():
+        return backend.client.events(
+            decode=True, filters={"type": "container", "label": names.LABEL_AGENT}
+        )
+
+    controller = Controller(store, reconciler, events_source=docker_events)
+
+    def stop(_signum: int, _frame: object) -> None:
+        controller.stop.set()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    controller.run()
+    return 0
+
+
+def operator_pid() -> int | None:
+    return OperatorLock(names.operator_lock_path()).holder()
+
+
+def ensure_operator(timeout: float = 10.0) -> int:
+    """Start the operator in the background unless one is running; return its pid."""
+    pid = operator_pid()
+    if pid:
+        return pid
+    home = names.den_home()
+    home.mkdir(parents=True, exist_ok=True)
+    log_path = names.operator_log_path()
+    with open(log_path, "a") as log_file:
+        subprocess.Popen(
+            [sys.executable, "-m", "den", "operator", "run", "--log-file", str(log_path)],
+            stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file,
+            start_new_session=True, close_fds=True,
+        )
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        pid = operator_pid()
+        if pid:
+            return pid
+        time.sleep(0.05)
+    raise DenError(f"the operator did not start; see {log_path}")
+
+
+def stop_operator(timeout: float = 10.0) -> int | None:
+    pid = operator_pid()
+    if not pid or pid < 0:
+        return None
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and operator_pid():
+        time.sleep(0.05)
+    if operator_pid():
+        os.kill(pid, signal.SIGKILL)
+    return pid
