@@ -48,3 +48,30 @@ def den(den_home: Path, tmp_path: Path):
         return Result(proc.returncode, proc.stdout, proc.stderr)
 
     return run
+
+
+def _docker_client():
+    try:
+        import docker
+
+        client = docker.from_env(timeout=30)
+        client.ping()
+        return client
+    except Exception as exc:  # noqa: BLE001
+        if os.environ.get("DEN_REQUIRE_DOCKER") == "1":
+            pytest.fail(f"DEN_REQUIRE_DOCKER=1 but Docker is not reachable: {exc}")
+        pytest.skip(f"Docker is not reachable: {exc}")
+
+
+@pytest.fixture(scope="session")
+def docker_client():
+    return _docker_client()
+
+
+@pytest.fixture(scope="session")
+def runtime_image(docker_client) -> str:
+    """den-runtime:latest, built once per session (a no-op when its inputs are unchanged)."""
+    done = subprocess.run(["bash", str(ROOT / "hack" / "build-image.sh")], cwd=ROOT,
+                          capture_output=True, text=True, timeout=1800)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return "den-runtime:latest"

@@ -368,6 +368,14 @@ def test_a_version_is_never_silently_changed() -> None:
     assert problems or loaded[0].agent.spec.version == "1.10"
 
 
+@pytest.mark.xfail(strict=True, reason="dump_yaml: PyYAML writes U+0085 (NEL) unescaped in single quotes")
+def test_a_next_line_character_survives_dump_and_load() -> None:
+    agentfile = Agentfile.model_validate(
+        {"name": "a", "model": {"provider": "openai", "name": "x"}, "identity": {"system_prompt": "a\x85b"}}
+    )
+    assert load_one(dump_yaml(agentfile_document(agentfile))) == to_agent(agentfile)
+
+
 # --- lossless conversion, property-based -----------------------------------
 
 SCHEDULES = ["0 9 * * 1-5", "*/15 * * * *", "0 0 1 * *", "30 17 * * fri", "0 8,12,18 * * *", "@daily"]
@@ -375,8 +383,9 @@ DOMAINS = ["api.openai.com", "*.wikipedia.org", "arxiv.org", "example.com", "*.g
 LOOP_TYPES = ["research", "plan", "execute", "verify"]
 
 dns_labels = st.from_regex(r"\A[a-z]([-a-z0-9]{0,20}[a-z0-9])?\Z")
-words = st.text(st.characters(codec="utf-8", exclude_categories=["Cs", "Cc"]), min_size=1, max_size=30)
-prose = st.text(st.characters(codec="utf-8", exclude_categories=["Cs"]), min_size=1, max_size=80)
+# Any text but U+0085 (NEL), which dump_yaml loses: see the xfail test above.
+words = st.text(st.characters(exclude_categories=["Cs", "Cc"]), min_size=1, max_size=30)
+prose = st.text(st.characters(exclude_categories=["Cs"], exclude_characters="\x85"), min_size=1, max_size=80)
 custom_tool_names = st.from_regex(r"\A[a-z][a-z0-9_]{0,12}\Z").filter(lambda n: n not in BUILTIN_TOOLS)
 env_names = st.from_regex(r"\A[A-Za-z_][A-Za-z0-9_]{0,15}\Z")
 label_values = st.from_regex(r"\A([a-z0-9]([-a-z0-9_.]{0,20}[a-z0-9])?)?\Z")

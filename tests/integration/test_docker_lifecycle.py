@@ -1,0 +1,263 @@
+"""Agents on the real Docker Engine: up, chat, down, up, destroy, drift, faults.
+
+Every test gets its own DEN_HOME (so its own store and operator), a unique
+agent name, and a scripted model server the container reaches as
+host.docker.internal. Teardown stops the operator and removes everything
+labelled with the test's agent names, even when the test fails.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+import pytest
+
+pytestmark = [pytest.mark.docker, pytest.mark.slow]
+
+
+def gateway_ip(docker_client) -> str:
+    bridge = docker_client.networks.get("bridge")
+    return bridge.attrs["IPAM"]["Config"][0]["Gateway"]
+
+
+@pytest.fixture
+def scripted(docker_client):
+    """The scripted model, listening on the Docker bridge gateway (this machine only)."""
+    from tests.integration.conftest import serve_app
+
+    from den.runtime.scripted_model import create_scripted_app
+
+    host = gateway_ip(docker_client)
+    with serve_app(create_scripted_app(), host=host) as url:
+        port = int(url.rsplit(":", 1)[1])
+        yield {"host_url": url, "container_url": f"http://host.docker.internal:{port}/v1"}
+
+
+@pytest.fixture
+def world(den, den_home: Path, tmp_path: Path, docker_client, runtime_image, scripted):
+    """Names, an Agentfile writer and a cleanup that runs even when the test fails."""
+    made: list[str] = []
+
+    def agentfile(name: str | None = None, **overrides) -> tuple[str, Path]:
+        name = name or f"t-{uuid.uuid4().hex[:8]}"
+        made.append(name)
+        model = {"provider": "openai", "name": "scripted", "base_url": scripted["container_url"],
+                 "temperature": overrides.pop("temperature", 0.3), "max_tokens": 123}
+        body = {
+            "name": name,
+            "model": model,
+            "identity": {"system_prompt": "You are Test Bot."},
+            "runtime": {"cpu": 0.5, "memory": "256m", "network": "host", **overrides.pop("runtime", {})},
+            **overrides,
+        }
+        path = tmp_path / f"{name}.Agentfile"
+        path.write_text(json.dumps(body))
+        return name, path
+
+    yield {"agentfile": agentfile, "scripted": scripted}
+    den("operator", "stop")
+    for name in made:
+        for container in docker_client.containers.list(all=True, filters={"label": f"den.dev/agent={name}"}):
+            container.remove(force=True)
+        for container in docker_client.containers.list(all=True, filters={"name": f"^/den-{name}$"}):
+            container.remove(force=True)
+        for volume in docker_client.volumes.list(filters={"label": f"den.dev/agent={name}"}):
+            volume.remove(force=True)
+
+
+def agent_json(den, name: str) -> dict:
+    result = den("get", "agent", name, "-o", "json")
+    assert result.code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def wait_until(check, timeout: float = 30.0, interval: float = 0.2):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout}s")
+
+
+def is_ready(den, name: str, container_id: str | None = None, docker_client=None) -> bool:
+    status = agent_json(den, name).get("status") or {}
+    ready = any(c["type"] == "Ready" and c["status"] == "True" for c in status.get("conditions", []))
+    if not ready:
+        return False
+    if container_id and docker_client:
+        current = docker_client.containers.get(f"den-{name}")
+        return current.id != container_id and current.status == "running"
+    return True
+
+
+def test_up_serves_the_openai_api_with_the_agentfile_settings(den, world, docker_client) -> None:
+    from openai import OpenAI
+
+    name, path = world["agentfile"]()
+    up = den("up", str(path), "--timeout", "90")
+    assert up.code == 0, up.output
+    endpoint = agent_json(den, name)["status"]["endpoint"]
+    assert endpoint.startswith("http://127.0.0.1:") and endpoint in up.stdout
+    client = OpenAI(base_url=f"{endpoint}/v1", api_key="unused")
+    answer = client.chat.completions.create(model=name, messages=[{"role": "user", "content": "ping"}])
+    assert "You said: ping" in answer.choices[0].message.content
+    chunks = client.chat.completions.create(
+        model=name, messages=[{"role": "user", "content": "stream please"}], stream=True
+    )
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert "You said: stream please" in text
+    log = httpx.get(f"{world['scripted']['host_url']}/requests").json()
+    sent = [r["body"] for r in log if r["path"].endswith("/chat/completions")]
+    assert sent and all(b["messages"][0] == {"role": "system", "content": sent[0]["messages"][0]["content"]} for b in sent)
+    assert "You are Test Bot." in sent[0]["messages"][0]["content"]
+    assert sent[0]["temperature"] == 0.3 and sent[0]["max_tokens"] == 123
+    attrs = docker_client.containers.get(f"den-{name}").attrs
+    assert attrs["HostConfig"]["NanoCpus"] == 500_000_000
+    assert attrs["HostConfig"]["Memory"] == 256 * 1024 * 1024
+    binding = attrs["HostConfig"]["PortBindings"]["8800/tcp"][0]
+    assert binding["HostIp"] == "127.0.0.1"
+    assert attrs["Config"]["User"] in ("10001", "den", "10001:10001")
+    assert attrs["HostConfig"]["RestartPolicy"]["Name"] == "unless-stopped"
+
+
+def test_down_keeps_the_volume_up_remembers_destroy_removes_everything(den, world, docker_client, den_home) -> None:
+    name, path = world["agentfile"]()
+    assert den("up", str(path)).code == 0
+    wrote = den("exec", name, "--", "sh", "-c", "echo remembered > /den/note.txt")
+    assert wrote.code == 0, wrote.output
+    assert den("exec", name, "--", "sh", "-c", "exit 7").code == 7
+    down = den("down", name)
+    assert down.code == 0, down.output
+    assert not docker_client.containers.list(all=True, filters={"label": f"den.dev/agent={name}"})
+    assert docker_client.volumes.get(f"den-{name}-home")
+    assert den("up", str(path)).code == 0
+    again = den("exec", name, "--", "cat", "/den/note.txt")
+    assert again.code == 0 and again.stdout.strip() == "remembered"
+    gone = den("destroy", name, "--yes")
+    assert gone.code == 0, gone.output
+    assert not docker_client.containers.list(all=True, filters={"label": f"den.dev/agent={name}"})
+    assert not docker_client.volumes.list(filters={"label": f"den.dev/agent={name}"})
+    assert den("get", "agent", name).code == 3
+
+
+def test_drift_heals_and_a_spec_change_replaces_the_container(den, world, docker_client) -> None:
+    name, path = world["agentfile"]()
+    assert den("up", str(path)).code == 0
+    first = docker_client.containers.get(f"den-{name}")
+    first.remove(force=True)
+    started = time.monotonic()
+    wait_until(lambda: is_ready(den, name, first.id, docker_client), timeout=10)
+    assert time.monotonic() - started < 10
+    second = docker_client.containers.get(f"den-{name}")
+    second.stop(timeout=1)
+    wait_until(lambda: docker_client.containers.get(f"den-{name}").status == "running"
+               and is_ready(den, name), timeout=10)
+    _, changed = world["agentfile"](name, temperature=0.9)
+    assert den("up", str(changed)).code == 0
+    resource = agent_json(den, name)
+    assert resource["metadata"]["generation"] == 2
+    assert resource["status"]["observedGeneration"] == 2
+    replaced = docker_client.containers.get(f"den-{name}")
+    assert replaced.id != second.id
+    assert len(docker_client.containers.list(all=True, filters={"label": f"den.dev/agent={name}"})) == 1
+
+
+def test_a_killed_operator_leaves_agents_serving_and_restarts_without_duplicates(den, world, docker_client, den_home) -> None:
+    name, path = world["agentfile"]()
+    assert den("up", str(path)).code == 0
+    endpoint = agent_json(den, name)["status"]["endpoint"]
+    pid = int((den_home / "operator.lock").read_text())
+    os.kill(pid, signal.SIGKILL)
+    time.sleep(0.5)
+    assert httpx.get(f"{endpoint}/healthz").status_code == 200
+    assert den("operator", "status").code == 1
+    assert den("up", str(path)).code == 0
+    assert den("operator", "status").code == 0
+    assert len(docker_client.containers.list(all=True, filters={"label": f"den.dev/agent={name}"})) == 1
+    assert [a["metadata"]["name"] for a in json.loads(den("get", "agents", "-o", "json").stdout)["items"]] == [name]
+
+
+def test_a_taken_port_moves_the_agent_to_the_next_free_one(den, world) -> None:
+    holders = []
+    port = 8800
+    try:
+        while len(holders) < 1:
+            sock = socket.socket()
+            try:
+                sock.bind(("127.0.0.1", port))
+                sock.listen()
+                holders.append(sock)
+            except OSError:
+                sock.close()
+            port += 1
+        taken = holders[0].getsockname()[1]
+        name, path = world["agentfile"]()
+        assert den("up", str(path)).code == 0
+        endpoint = agent_json(den, name)["status"]["endpoint"]
+        assert not endpoint.endswith(f":{taken}")
+        assert httpx.get(f"{endpoint}/healthz").status_code == 200
+    finally:
+        for sock in holders:
+            sock.close()
+
+
+def test_a_foreign_container_with_the_name_is_refused_not_hijacked(den, world, docker_client, den_home) -> None:
+    name, path = world["agentfile"]()
+    foreign = docker_client.containers.create("den-runtime:latest", name=f"den-{name}", command=["true"])
+    result = den("up", str(path))
+    assert result.code != 0 and "Den does not own it" in result.stderr
+    assert den("get", "agent", name).code == 3
+    foreign.reload()
+    assert foreign.labels == {} or "den.dev/agent" not in foreign.labels
+
+
+def test_invalid_input_and_unreachable_docker_change_nothing(den, world, den_home, tmp_path) -> None:
+    bad = tmp_path / "bad.Agentfile"
+    bad.write_text("name: Bad Name\nmodel: {provider: openai, name: x}\n")
+    result = den("up", str(bad))
+    assert result.code == 1 and "name" in result.stderr
+    assert not (den_home / "state.db").exists()
+    name, path = world["agentfile"]()
+    env_result = subprocess.run(
+        ["python", "-m", "den", "up", str(path)], capture_output=True, text=True,
+        env={**os.environ, "DEN_HOME": str(den_home), "DOCKER_HOST": "unix:///nonexistent/docker.sock"},
+    )
+    assert env_result.returncode == 5
+    assert "cannot reach Docker at unix:///nonexistent/docker.sock: is it running?" in env_result.stderr
+    assert not (den_home / "state.db").exists()
+
+
+def test_provider_keys_never_reach_the_store_the_log_or_docker_inspect(den, world, docker_client, den_home) -> None:
+    assert den("auth", "openai", "--stdin", input="sk-test-SECRETKEY-123\n").code == 0
+    assert oct((den_home / "credentials").stat().st_mode & 0o777) == "0o600"
+    listed = den("auth", "list")
+    assert "SECRETKEY" not in listed.stdout and "openai" in listed.stdout
+    name, path = world["agentfile"](runtime={"env": {"MY_TOKEN": "${DEN_TEST_TOKEN}"}})
+    os.environ["DEN_TEST_TOKEN"] = "tok-SECRET-456"
+    try:
+        assert den("up", str(path)).code == 0
+    finally:
+        del os.environ["DEN_TEST_TOKEN"]
+    for file in (den_home / "state.db", den_home / "operator.log"):
+        data = file.read_bytes()
+        assert b"SECRETKEY" not in data and b"tok-SECRET-456" not in data, file
+    for sidecar in den_home.glob("state.db-*"):
+        assert b"SECRETKEY" not in sidecar.read_bytes()
+    env = docker_client.containers.get(f"den-{name}").attrs["Config"]["Env"]
+    assert not any("SECRET" in item for item in env)
+    inside = den("exec", name, "--", "python", "-c",
+                 "import json;e=json.load(open('/den/.den/env.json'));print(sorted(e))")
+    assert inside.stdout.strip() == "['MY_TOKEN', 'OPENAI_API_KEY']"
+    (den_home / "credentials").chmod(0o644)
+    refused = den("auth", "list")
+    assert refused.code != 0 and "readable by others" in refused.stderr
