@@ -31,5 +31,14 @@ lint: dev
 crds: dev ## regenerate crds/ from the pydantic models
 	$(BIN)/python -m den.api.crd > crds/agents.den.dev.yaml
 
+image: dev ## den-runtime:<version> (python:3.12-slim, or a Debian base built offline); skipped when unchanged
+	PYTHON=$(BIN)/python bash hack/build-image.sh
+
+demo: dev ## venv, image, the hello agent up and answering
+	bash hack/demo.sh
+
+bench: dev image ## measurements as JSON under bench/results/ plus a table
+	$(BIN)/python hack/bench.py
+
 clean:
 	rm -rf $(VENV) .den-build build *.egg-info

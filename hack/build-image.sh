@@ -130,6 +130,8 @@ tar -c --exclude='__pycache__' --exclude='*.pyc' --exclude='*.egg-info' \
 [[ -e $src/README.md ]] || printf '# den-agent\n' >"$src/README.md"
 
 pip_q=(--quiet --disable-pip-version-check)
+# Reproducible den-agent wheel (fixed zip timestamps) so unchanged code hits the layer cache.
+export SOURCE_DATE_EPOCH="${SOURCE_DATE_EPOCH:-315532800}"
 
 # --- wheels ----------------------------------------------------------------------
 t=$SECONDS
@@ -188,7 +190,6 @@ log "docker build -t $IMAGE -t $REPO:latest"
 docker build \
   --label "den.dev/content-hash=$content_hash" \
   --label "den.dev/component=runtime" \
-  --label "den.dev/version=$version" \
   --build-arg "BASE=$base" \
   --build-arg "OFFLINE=$offline" \
   -t "$IMAGE" -t "$REPO:latest" \

@@ -446,7 +446,7 @@ def agentfiles(draw: st.DrawFn) -> Agentfile:
         },
         "model": {
             "provider": draw(st.sampled_from(["openai", "anthropic", "ollama"])),
-            "name": draw(words),
+            "name": draw(words.filter(str.strip)),
             "temperature": draw(st.floats(0, 2, allow_nan=False)),
             "max_tokens": draw(st.integers(1, 200_000)),
             "base_url": draw(st.sampled_from([None, "http://localhost:11434/v1", "https://llm.example.com"])),
