@@ -351,7 +351,12 @@ class AgentSpec(_Model):
     @field_validator("version", mode="before")
     @classmethod
     def _version(cls, value: Any) -> Any:
-        if isinstance(value, int | float) and not isinstance(value, bool):
+        if isinstance(value, float):
+            raise ValueError(
+                f"version {value!r} was read as a number; quote it (version: \"{value}\") "
+                "so 1.10 stays 1.10"
+            )
+        if isinstance(value, int) and not isinstance(value, bool):
             return str(value)
         return value
 
@@ -434,6 +439,29 @@ class Agentfile(AgentSpec):
     @classmethod
     def _dns_label(cls, value: str) -> str:
         return validate_dns_label(value)
+
+    @field_validator("labels")
+    @classmethod
+    def _labels(cls, value: dict[str, str]) -> dict[str, str]:
+        return validate_labels(value)
+
+
+_LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
+_LABEL_NAME = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
+
+
+def validate_labels(labels: dict[str, str]) -> dict[str, str]:
+    """Kubernetes label syntax: ``[prefix/]name`` keys, values of at most 63 characters."""
+    for key, value in labels.items():
+        prefix, _, name = key.rpartition("/")
+        if not name or len(name) > 63 or not _LABEL_NAME.match(name) or len(prefix) > 253:
+            raise ValueError(f"{key!r} is not a valid label key")
+        if not isinstance(value, str) or len(value) > 63 or not _LABEL_VALUE.match(value):
+            raise ValueError(
+                f"label {key!r} has an invalid value {value!r} (at most 63 characters: "
+                "letters, digits, '-', '_', '.')"
+            )
+    return labels
 
 
 def validate_dns_label(value: str) -> str:

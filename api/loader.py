@@ -60,7 +60,7 @@ class _LineMap:
         if isinstance(node, yaml.MappingNode):
             seen: set[Any] = set()
             for key_node, value_node in node.value:
-                key = key_node.value
+                key = key_node.value if isinstance(key_node, yaml.ScalarNode) else f"<{key_node.tag}>"
                 if key == "<<":  # YAML merge key: its fields land in this mapping
                     self.walk(value_node, path)
                     continue
@@ -280,7 +280,12 @@ class _BlockDumper(yaml.SafeDumper):
 
 
 def _str_presenter(dumper: yaml.SafeDumper, value: str) -> yaml.Node:
-    style = "|" if "\n" in value else None
+    if any(ch in value for ch in "\x85\u2028\u2029"):
+        style = '"'  # line separators YAML would otherwise fold away
+    elif "\n" in value:
+        style = "|"
+    else:
+        style = None
     return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
 
 

@@ -7,11 +7,10 @@ reconciler). :func:`to_agent` and :func:`to_agentfile` convert losslessly.
 
 from __future__ import annotations
 
-import re
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from den.api.agentfile import Agentfile, AgentSpec, validate_dns_label
+from den.api.agentfile import Agentfile, AgentSpec, validate_dns_label, validate_labels
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 GROUP = "den.dev"
@@ -20,24 +19,6 @@ API_VERSION = f"{GROUP}/{VERSION}"
 KIND = "Agent"
 PLURAL = "agents"
 SHORT_NAMES = ["ag", "den"]
-
-_LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
-_LABEL_NAME = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
-
-
-def validate_labels(labels: dict[str, str]) -> dict[str, str]:
-    """Kubernetes label syntax: ``[prefix/]name`` keys, values of at most 63 characters."""
-    for key, value in labels.items():
-        prefix, _, name = key.rpartition("/")
-        if not name or len(name) > 63 or not _LABEL_NAME.match(name) or len(prefix) > 253:
-            raise ValueError(f"{key!r} is not a valid label key")
-        if not isinstance(value, str) or len(value) > 63 or not _LABEL_VALUE.match(value):
-            raise ValueError(
-                f"label {key!r} has an invalid value {value!r} (at most 63 characters: "
-                "letters, digits, '-', '_', '.')"
-            )
-    return labels
-
 
 def now() -> str:
     """An RFC 3339 timestamp in UTC with second precision, like Kubernetes writes."""

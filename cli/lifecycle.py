@@ -288,7 +288,7 @@ def status(
         empty="No agents. Try: den init && den up",
     )
     pid = operator_pid()
-    err_console().print(f"operator: {'running (pid %d)' % pid if pid else 'not running (den up starts it)'}")
+    err_console().print(f"operator: running (pid {pid})" if pid else "operator: not running (den up starts it)")
 
 
 @app.command()

@@ -95,9 +95,8 @@ if ! command -v debootstrap >/dev/null 2>&1; then
 fi
 
 keyring_args=()
-for k in /usr/share/keyrings/debian-archive-keyring.gpg; do
-  [[ -f $k ]] && keyring_args=(--keyring="$k")
-done
+keyring=/usr/share/keyrings/debian-archive-keyring.gpg
+[[ -f $keyring ]] && keyring_args=(--keyring="$keyring")
 
 # --- debootstrap ---------------------------------------------------------------
 workdir="$(mktemp -d "${TMPDIR:-/tmp}/den-base.XXXXXX")"

@@ -69,13 +69,21 @@ fi
 if [[ $base == "$OFFLINE_BASE" ]]; then offline=1; else offline=0; fi
 
 # --- content hash ---------------------------------------------------------------
-mapfile -t py_files < <(find "${SRC_DIRS[@]}" -name '*.py' -type f -not -path '*/__pycache__/*' 2>/dev/null | LC_ALL=C sort)
-content_hash="$(
-  {
-    printf 'base=%s offline=%s\n' "$base" "$offline"
-    sha256sum runtime/Dockerfile pyproject.toml hack/build-image.sh "${py_files[@]}"
-  } | sha256sum | cut -d' ' -f1
-)"
+# Over a source tree (the checkout, or the snapshot the image is built from),
+# this script, the base name and the base image ID (so a rebuilt base, e.g.
+# build-base-image.sh --force, also rebuilds the runtime).
+compute_hash() {
+  local dir="$1" base_id py_files
+  base_id="$(docker image inspect -f '{{.Id}}' "$base" 2>/dev/null || echo missing)"
+  (
+    cd "$dir"
+    mapfile -t py_files < <(find "${SRC_DIRS[@]}" -name '*.py' -type f -not -path '*/__pycache__/*' 2>/dev/null | LC_ALL=C sort)
+    printf 'base=%s id=%s offline=%s\n' "$base" "$base_id" "$offline"
+    printf '%s  hack/build-image.sh\n' "$(sha256sum <"$ROOT/hack/build-image.sh" | cut -d' ' -f1)"
+    sha256sum runtime/Dockerfile pyproject.toml "${py_files[@]}"
+  ) | sha256sum | cut -d' ' -f1
+}
+content_hash="$(compute_hash "$ROOT")"
 
 mkdir -p "$BUILD_DIR"
 # Serialise concurrent builds (parallel test runs) on the same checkout.
@@ -129,7 +137,16 @@ tar -c --exclude='__pycache__' --exclude='*.pyc' --exclude='*.egg-info' \
 # pyproject declares readme = "README.md"; setuptools refuses a missing one.
 [[ -e $src/README.md ]] || printf '# den-agent\n' >"$src/README.md"
 
+# The label describes exactly what goes into the image (others may be editing
+# the checkout meanwhile; the next run then sees a different hash and rebuilds).
+content_hash="$(compute_hash "$src")"
+
 pip_q=(--quiet --disable-pip-version-check)
+# Run a command with its output in a log file; show the tail only if it fails.
+logged() {
+  local logfile="$1"; shift
+  "$@" >"$logfile" 2>&1 || { tail -n 40 "$logfile" >&2; die "failed: $* (full log: $logfile)"; }
+}
 # Reproducible den-agent wheel (fixed zip timestamps) so unchanged code hits the layer cache.
 export SOURCE_DATE_EPOCH="${SOURCE_DATE_EPOCH:-315532800}"
 
@@ -148,11 +165,13 @@ if [[ $offline == 1 ]]; then
   log "building wheels into .den-build/wheels (cache-only first)"
   if ! "$PY" -m pip wheel "${pip_q[@]}" --no-index --find-links "$wheels" --wheel-dir "$wheels" "$src" 2>"$BUILD_DIR/pip-offline.log"; then
     log "cache incomplete; fetching missing wheels from the package index"
-    "$PY" -m pip wheel "${pip_q[@]}" --find-links "$wheels" --wheel-dir "$wheels" "$src" setuptools wheel
+    logged "$BUILD_DIR/pip-wheel.log" \
+      "$PY" -m pip wheel "${pip_q[@]}" --find-links "$wheels" --wheel-dir "$wheels" "$src" setuptools wheel
   fi
   den_wheel="$(ls "$wheels"/den_agent-*.whl)"
   # The exact set the image needs (the cache may hold older versions too).
-  "$PY" -m pip install "${pip_q[@]}" --dry-run --ignore-installed --no-index \
+  logged "$BUILD_DIR/pip-report.log" \
+    "$PY" -m pip install "${pip_q[@]}" --dry-run --ignore-installed --no-index \
     --find-links "$wheels" --report "$BUILD_DIR/report.json" "$den_wheel"
   mapfile -t dep_wheels < <("$PY" - "$BUILD_DIR/report.json" <<'EOF'
 import json, sys, urllib.parse, urllib.request
@@ -171,12 +190,14 @@ EOF
     ln "$w" "$context/wheels/deps/" 2>/dev/null || cp "$w" "$context/wheels/deps/"
   done
   non_manylinux=$(printf '%s\n' "${dep_wheels[@]##*/}" | grep -E 'linux_[a-z0-9_]+\.whl$' | grep -v manylinux || true)
-  [[ -z $non_manylinux ]] || log "note: built locally (host-linked) wheels: $(echo $non_manylinux)"
+  [[ -z $non_manylinux ]] || log "note: built locally (host-linked) wheels: ${non_manylinux//$'\n'/ }"
   log "wheels ready: 1 + ${#dep_wheels[@]} dependencies ($(elapsed $t))"
 else
   log "building the den-agent wheel"
-  "$PY" -m pip wheel "${pip_q[@]}" --no-deps --wheel-dir "$BUILD_DIR/wheels-online" "$src"
-  den_wheel="$(ls -t "$BUILD_DIR"/wheels-online/den_agent-"$version"-*.whl | head -n1)"
+  rm -f "$BUILD_DIR"/wheels-online/den_agent-*.whl
+  logged "$BUILD_DIR/pip-wheel.log" \
+    "$PY" -m pip wheel "${pip_q[@]}" --no-deps --wheel-dir "$BUILD_DIR/wheels-online" "$src"
+  den_wheel="$(ls "$BUILD_DIR"/wheels-online/den_agent-*.whl)"
   log "wheel ready ($(elapsed $t))"
 fi
 ln "$den_wheel" "$context/wheels/den/" 2>/dev/null || cp "$den_wheel" "$context/wheels/den/"
@@ -187,9 +208,10 @@ touch "$context/wheels/deps/.keep"
 old_id="$(docker image inspect -f '{{.Id}}' "$IMAGE" 2>/dev/null || true)"
 t=$SECONDS
 log "docker build -t $IMAGE -t $REPO:latest"
+# den.dev/component=runtime is a LABEL in the Dockerfile (cached); each --label
+# is one more uncached build step with the classic builder.
 docker build \
   --label "den.dev/content-hash=$content_hash" \
-  --label "den.dev/component=runtime" \
   --build-arg "BASE=$base" \
   --build-arg "OFFLINE=$offline" \
   -t "$IMAGE" -t "$REPO:latest" \

@@ -593,9 +593,9 @@ class Store:
                 cursor = change.resource_version
                 yield change
             remaining = 3600.0 if deadline is None else deadline - time.monotonic()
-            if remaining <= 0 or not self.wait_for_change(cursor, remaining):
-                if deadline is not None:
-                    return
+            changed = remaining > 0 and self.wait_for_change(cursor, remaining)
+            if not changed and deadline is not None:
+                return
 
 
 def open_store(path: Path | None = None) -> Store:

@@ -14,7 +14,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from den.api.agentfile import AgentSpec
 from den.api.errors import AlreadyExists, Conflict, NotFound
 from den.api.resource import Agent, AgentStatus, Condition, ObjectMeta

@@ -24,12 +24,11 @@ from typing import Any
 
 import pytest
 import yaml
-from pydantic import BaseModel
-from pydantic.fields import FieldInfo
-
 from den.api.agentfile import BUILTIN_TOOLS, Agentfile
 from den.api.loader import YamlLoader, dump_yaml, load_text
 from den.api.resource import to_agentfile
+from pydantic import BaseModel
+from pydantic.fields import FieldInfo
 
 ROOT = Path(__file__).resolve().parents[2]
 REFERENCE = ROOT / "docs" / "agentfile.md"
@@ -170,7 +169,9 @@ def test_each_field_has_a_row_with_the_models_default(path: str) -> None:
     assert path in ROWS, f"{path} is missing from the tables of {REFERENCE.name}"
     expected = model_default(FIELDS[path])
     documented = documented_default(ROWS[path].default)
-    assert documented == expected, f"{path}: documented default {documented!r}, model says {expected!r}"
+    assert documented == expected, (
+        f"{path}: documented default {documented!r}, model says {expected!r}"
+    )
     assert isinstance(documented, bool) == isinstance(expected, bool), path
 
 
@@ -219,7 +220,9 @@ def test_each_yaml_example_in_the_reference_is_valid(block: Block) -> None:
 )
 def test_each_invalid_example_is_reported_as_the_reference_shows(index: int) -> None:
     report = BLOCKS[index + 1]
-    assert report.info == "text", "a `yaml invalid` block is followed by the `text` it is reported as"
+    assert report.info == "text", (
+        "a `yaml invalid` block is followed by the `text` it is reported as"
+    )
     loaded, problems = load_text(BLOCKS[index].text, "Agentfile")
     assert not loaded
     assert [str(p) for p in problems] == report.text.splitlines()
