@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from enum import Enum
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -51,7 +51,9 @@ DEFAULT_IMAGE = "den-runtime:latest"
 class _Model(BaseModel):
     """Base for every Agentfile section: unknown fields are errors."""
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=True, use_enum_values=True)
+    model_config = ConfigDict(
+        extra="forbid", populate_by_name=True, use_enum_values=True, allow_inf_nan=False
+    )
 
 
 class NetworkMode(str, Enum):
@@ -79,6 +81,8 @@ def parse_memory_mb(value: Any) -> int:
         raise ValueError("expected megabytes as an integer or a size like '512m' or '2g'")
     if mb < 16:
         raise ValueError(f"must be at least 16 MB, got {mb} MB")
+    if mb > 1024 * 1024:
+        raise ValueError(f"must be at most 1 TB (1048576 MB), got {mb} MB")
     return mb
 
 
@@ -119,9 +123,9 @@ class RuntimeSpec(_Model):
     @field_validator("allow")
     @classmethod
     def _allow(cls, value: list[str]) -> list[str]:
-        for domain in value:
+        for index, domain in enumerate(value):
             if not isinstance(domain, str) or not DOMAIN.match(domain.lower()):
-                raise ValueError(
+                raise LocatedError((index,),
                     f"{domain!r} is not a domain name (expected e.g. 'example.com' or '*.example.com')"
                 )
         return [d.lower() for d in value]
@@ -145,7 +149,9 @@ class RuntimeSpec(_Model):
     def _env_names(cls, value: dict[str, str]) -> dict[str, str]:
         for key in value:
             if not ENV_NAME.match(key):
-                raise ValueError(f"{key!r} is not a valid environment variable name")
+                raise LocatedError(
+                    (key,), f"{key!r} is not a valid environment variable name (letters, digits, _)"
+                )
         return value
 
     @model_validator(mode="after")
@@ -351,10 +357,10 @@ class AgentSpec(_Model):
     @field_validator("version", mode="before")
     @classmethod
     def _version(cls, value: Any) -> Any:
-        if isinstance(value, float):
+        if isinstance(value, float) or type(value).__name__ in ("date", "datetime"):
             raise ValueError(
-                f"version {value!r} was read as a number; quote it (version: \"{value}\") "
-                "so 1.10 stays 1.10"
+                f"version was read as a {type(value).__name__}, not text; quote it "
+                "(e.g. version: \"1.10\") so it stays exactly as written"
             )
         if isinstance(value, int) and not isinstance(value, bool):
             return str(value)
@@ -367,9 +373,9 @@ class AgentSpec(_Model):
         for index, tool in enumerate(self.tools):
             if tool not in known:
                 raise _located(("tools", index), unknown_tool_message(tool, sorted(known)))
-        if len(set(self.tools)) != len(self.tools):
-            dup = next(t for t in self.tools if self.tools.count(t) > 1)
-            raise _located(("tools",), f"tool {dup!r} is listed twice")
+        for index, tool in enumerate(self.tools):
+            if tool in self.tools[:index]:
+                raise _located(("tools", index), f"tool {tool!r} is listed twice")
         _check_unique(self.custom_tools, "name", "custom tool", "custom_tools")
         _check_unique(self.checks, "name", "check name", "checks")
         _check_unique(self.loops, "type", "loop type", "loops")
@@ -392,7 +398,7 @@ class AgentSpec(_Model):
         return self
 
 
-DesiredState = Annotated[str, Field(pattern="^(running|stopped)$")]
+DesiredState = Literal["running", "stopped"]
 AgentSpec.model_rebuild()
 
 
@@ -420,9 +426,13 @@ def _check_unique(items: list[Any], attr: str, what: str, field: str) -> None:
 def unknown_tool_message(tool: str, known: list[str]) -> str:
     from den.api.suggest import did_you_mean
 
-    hint = did_you_mean(tool, known)
-    base = f"unknown tool {tool!r}{hint}"
-    return base + "; built-in tools are " + ", ".join(BUILTIN_TOOLS) + " (declare others under custom_tools)"
+    hint = did_you_mean(tool, known).removeprefix("; ")
+    suggestion = f" ({hint})" if hint else ""
+    return (
+        f"unknown tool {tool!r}{suggestion}; built-in tools are "
+        + ", ".join(BUILTIN_TOOLS)
+        + " (declare others under custom_tools)"
+    )
 
 
 class Agentfile(AgentSpec):

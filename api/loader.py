@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+import yaml.scanner
 from den.api.agentfile import Agentfile, LocatedError
 from den.api.errors import InvalidAgentfile, Problem
 from den.api.resource import API_VERSION, KIND, Agent, to_agent
@@ -135,6 +136,10 @@ def _message(error: dict[str, Any], model: type[BaseModel], loc: Loc) -> tuple[L
         if isinstance(cause, LocatedError):
             return (*loc, *cause.loc), str(cause)
         return loc, str(cause) if cause is not None else error["msg"]
+    if kind in ("model_type", "model_attributes_type", "dict_type"):
+        return loc, f"expected a mapping, got {_short(error.get('input'))}"
+    if kind == "list_type":
+        return loc, f"expected a list, got {_short(error.get('input'))}"
     message = error["msg"]
     if kind.endswith("_type") or kind.endswith("_parsing") or kind == "literal_error":
         message = f"{message} (got {_short(error.get('input'))})"
@@ -213,8 +218,12 @@ def load_text(text: str, source: str = "<stdin>") -> tuple[list[Loaded], list[Pr
                 loaded.append(Loaded(agent, source, start))
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
+        if isinstance(exc, yaml.scanner.ScannerError) and exc.context_mark is not None:
+            mark = exc.context_mark  # where the quote or block opened, not end of file
         line = mark.line + 1 if mark else None
         what = exc.problem or "cannot parse"
+        if exc.context and isinstance(exc, yaml.scanner.ScannerError):
+            what = f"{exc.context}: {what}"
         problems.append(Problem(source, line, "", f"invalid YAML: {what}"))
     except yaml.YAMLError as exc:
         problems.append(Problem(source, None, "", f"invalid YAML: {exc}"))
@@ -222,6 +231,7 @@ def load_text(text: str, source: str = "<stdin>") -> tuple[list[Loaded], list[Pr
         loader.dispose()
     if not loaded and not problems:
         problems.append(Problem(source, None, "", "no documents: expected an Agentfile (name, model, ...)"))
+    problems.sort(key=lambda p: p.line or 0)
     return loaded, problems
 
 

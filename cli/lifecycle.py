@@ -62,7 +62,7 @@ def _ensure_image(backend, image: str) -> None:
             return
     raise DenError(
         f"image {image} not found",
-        hint="build it with `make image` in a Den checkout (or docker build -t den-runtime:latest -f runtime/Dockerfile .)",
+        hint="build it with `make image` (hack/build-image.sh) in a Den checkout",
     )
 
 

@@ -115,7 +115,7 @@ class Reconciler:
                 raise TerminalError(
                     "ImageMissing",
                     f"image {desired.image} not found: build it with `make image` "
-                    "(or docker build -t ... runtime/)",
+                    "(hack/build-image.sh)",
                 )
             try:
                 self._execute(agent, plan, desired)
