@@ -125,6 +125,7 @@ def up(
     from den.operator.controller import ensure_operator
     from den.operator.secrets import write_runtime_env
     from den.operator.store import open_store
+    from den.operator.tokens import TOKEN_ENV, ensure_token
 
     loaded = load_inputs([file])
     agents = []
@@ -134,7 +135,7 @@ def up(
     _backend, envs = _preflight(agents)
     with open_store() as store:
         for agent in agents:
-            write_runtime_env(agent, envs[agent.key])
+            write_runtime_env(agent, {**envs[agent.key], TOKEN_ENV: ensure_token(agent)})
         results = store.apply_all(agents)
         for result in results:
             say(f"agent.den.dev/{result.agent.name} {result.action}")
@@ -202,6 +203,7 @@ def destroy(
     from den.operator.controller import ensure_operator
     from den.operator.secrets import forget_runtime_env
     from den.operator.store import open_store
+    from den.operator.tokens import forget_token
 
     with open_store() as store:
         agent = store.get(name, namespace)
@@ -217,6 +219,7 @@ def destroy(
             ensure_operator()
             wait_for(store, [(namespace, name)], lambda a: a is None, timeout, "gone")
         forget_runtime_env(agent)
+        forget_token(agent)
     say(f"agent.den.dev/{name} destroyed")
 
 
@@ -382,19 +385,25 @@ def api(
     if not endpoint:
         raise DenError(f"agent {name} has no endpoint yet (phase {agent.status.phase if agent.status else 'Pending'})",
                        hint="den up … and wait for Ready; den status")
+    from den.operator.tokens import read_token
+
+    token = read_token(agent) or ""
     body = json.dumps({"model": name, "messages": [{"role": "user", "content": "Hello!"}]})
     info = {
         "name": name,
         "endpoint": endpoint,
         "base_url": f"{endpoint}/v1",
         "model": name,
-        "curl": f"curl -s {endpoint}/v1/chat/completions -H 'Content-Type: application/json' -d '{body}'",
+        "token": token,
+        "curl": f"curl -s {endpoint}/v1/chat/completions -H 'Authorization: Bearer {token}' "
+        f"-H 'Content-Type: application/json' -d '{body}'",
     }
     if output != Format.table:
         emit(info, output)
         return
     say(f"base_url: {info['base_url']}")
     say(f"model:    {name}")
+    say(f"token:    {token}   (send as Authorization: Bearer …; stored 0600 in $DEN_HOME/tokens)")
     say(f"status:   {endpoint}/den/v1/status")
     typer.echo(info["curl"])
 

@@ -256,7 +256,7 @@ def test_provider_keys_never_reach_the_store_the_log_or_docker_inspect(den, worl
     assert not any("SECRET" in item for item in env)
     inside = den("exec", name, "--", "python", "-c",
                  "import json;e=json.load(open('/den/.den/env.json'));print(sorted(e))")
-    assert inside.stdout.strip() == "['MY_TOKEN', 'OPENAI_API_KEY']"
+    assert inside.stdout.strip() == "['DEN_API_TOKEN', 'MY_TOKEN', 'OPENAI_API_KEY']"
     (den_home / "credentials").chmod(0o644)
     refused = den("auth", "list")
     assert refused.code != 0 and "readable by others" in refused.stderr

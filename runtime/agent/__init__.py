@@ -1,0 +1,1 @@
+"""The agent: context building, the tool-calling loop, checks, sessions."""

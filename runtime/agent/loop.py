@@ -1,0 +1,146 @@
+"""The tool-calling agent loop: think, call tools, repeat, check, answer.
+
+Each step the model sees the context (identity, recalled memories, the
+conversation so far and tool results) and the tools the Agentfile allows.
+It may call tools over several steps until it answers; a step limit stops a
+runaway loop with a clear stop reason. Before the answer goes out, the
+``before_respond`` checks judge it; on failure the agent revises, within the
+checks' retry limit.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from den.api.agentfile import AgentSpec
+from den.runtime.agent.checks import CheckOutcome, CheckRunner
+from den.runtime.agent.context import build_context
+from den.runtime.agent.model import ModelClient, Reply, Usage
+
+DEFAULT_MAX_STEPS = 8
+EventSink = Callable[[dict[str, Any]], Awaitable[None]]
+DeltaSink = Callable[[str], Awaitable[None]]
+
+
+@dataclass
+class Step:
+    tool: str
+    arguments: str
+    ok: bool
+    result: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"tool": self.tool, "arguments": self.arguments, "ok": self.ok, "result": self.result[:2000]}
+
+
+@dataclass
+class Turn:
+    content: str
+    stop_reason: str  # "stop" | "max_steps" | "checks_failed"
+    steps: list[Step] = field(default_factory=list)
+    usage: Usage = field(default_factory=Usage)
+    checks: list[CheckOutcome] = field(default_factory=list)
+    revisions: int = 0
+    model_calls: int = 0
+
+
+class AgentLoop:
+    def __init__(
+        self,
+        spec: AgentSpec,
+        model: ModelClient,
+        interceptor: Any,
+        *,
+        memory: Any = None,
+        checks: CheckRunner | None = None,
+        max_steps: int = DEFAULT_MAX_STEPS,
+    ) -> None:
+        self.spec = spec
+        self.model = model
+        self.interceptor = interceptor
+        self.memory = memory
+        self.checks = checks
+        self.max_steps = max_steps
+
+    async def _step(self, context: list[dict], tools: list[dict] | None, on_delta: DeltaSink | None) -> Reply:
+        if on_delta is None:
+            return await self.model.complete(context, tools)
+        reply: Reply | None = None
+        async for item in self.model.stream(context, tools):
+            if isinstance(item, Reply):
+                reply = item
+            else:
+                await on_delta(item)
+        assert reply is not None
+        return reply
+
+    async def run(
+        self,
+        conversation: list[dict[str, Any]],
+        *,
+        on_event: EventSink | None = None,
+        on_delta: DeltaSink | None = None,
+        allowed_tools: list[str] | None = None,
+    ) -> Turn:
+        """Answer the conversation. ``on_delta`` streams answer text (only when no checks
+        must judge it first); ``on_event`` gets tool progress."""
+        context = build_context(self.spec, self.memory, conversation)
+        tools = self.interceptor.offered(allowed_tools) if self.interceptor else None
+        stream_to = on_delta if not self.checks else None
+        turn = Turn(content="", stop_reason="max_steps")
+        for _ in range(self.max_steps):
+            reply = await self._step(context, tools or None, stream_to)
+            turn.model_calls += 1
+            turn.usage.add(reply.usage)
+            if reply.tool_calls:
+                context.append(reply.as_message())
+                for call in reply.tool_calls:
+                    if on_event:
+                        await on_event({"type": "tool_call", "tool": call.name, "arguments": call.arguments})
+                    result = await self.interceptor.call(call.name, call.arguments, allowed=allowed_tools)
+                    turn.steps.append(Step(call.name, call.arguments, result.ok, result.content))
+                    if on_event:
+                        await on_event({"type": "tool_result", "tool": call.name, "ok": result.ok,
+                                        "result": result.content[:500]})
+                    context.append({"role": "tool", "tool_call_id": call.id, "content": result.content})
+                continue
+            turn.content = reply.content
+            if self.checks:
+                outcomes = await self.checks.judge(reply.content, turn.revisions)
+                turn.checks.extend(outcomes)
+                failed = [o for o in outcomes if not o.passed]
+                if failed:
+                    if turn.revisions >= self.checks.retries_for(failed):
+                        turn.stop_reason = "checks_failed"
+                        break
+                    turn.revisions += 1
+                    if on_event:
+                        await on_event({"type": "revise", "checks": [o.as_dict() for o in failed]})
+                    context.append({"role": "assistant", "content": reply.content})
+                    context.append({"role": "user", "content": revision_request(failed)})
+                    continue
+            turn.stop_reason = "stop"
+            break
+        else:
+            turn.content = turn.content or (
+                f"I stopped after {self.max_steps} steps without reaching an answer."
+            )
+        if stream_to is None and on_delta is not None and turn.content:
+            await on_delta(turn.content)
+        return turn
+
+
+def revision_request(failed: list[CheckOutcome]) -> str:
+    reasons = "\n".join(f"- {o.name}: {o.reason}" for o in failed)
+    return f"Your answer did not pass these checks:\n{reasons}\nRevise the answer so it passes them."
+
+
+def tool_arguments(raw: str) -> dict[str, Any]:
+    try:
+        value = json.loads(raw or "{}")
+    except json.JSONDecodeError:
+        return {}
+    return value if isinstance(value, dict) else {}

@@ -1,0 +1,56 @@
+"""Conversations persisted on the agent's volume, so a restarted agent continues them."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+MAX_MESSAGES = 200  # oldest turns are dropped past this, keeping the context bounded
+
+
+class Sessions:
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS sessions (id TEXT PRIMARY KEY, updated REAL NOT NULL, messages TEXT NOT NULL)"
+        )
+
+    def load(self, session_id: str) -> list[dict[str, Any]]:
+        with self._lock:
+            row = self._db.execute("SELECT messages FROM sessions WHERE id = ?", (session_id,)).fetchone()
+        return json.loads(row[0]) if row else []
+
+    def save(self, session_id: str, messages: list[dict[str, Any]]) -> None:
+        kept = [m for m in messages if m.get("role") != "system"][-MAX_MESSAGES:]
+        with self._lock:
+            self._db.execute(
+                "INSERT INTO sessions VALUES (?, ?, ?) ON CONFLICT(id) DO UPDATE SET updated = excluded.updated, "
+                "messages = excluded.messages",
+                (session_id, time.time(), json.dumps(kept)),
+            )
+
+    def reset(self, session_id: str) -> None:
+        with self._lock:
+            self._db.execute("DELETE FROM sessions WHERE id = ?", (session_id,))
+
+    def count(self) -> int:
+        with self._lock:
+            return int(self._db.execute("SELECT COUNT(*) FROM sessions").fetchone()[0])
+
+    def merge(self, session_id: str, incoming: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The conversation to answer: clients that resend the history replace it;
+        clients that send only the new turn get it appended to what is stored."""
+        stored = self.load(session_id)
+        plain = [m for m in incoming if m.get("role") != "system"]
+        if stored and plain[: len(stored)] == stored:
+            return incoming
+        if stored and len(plain) >= len(stored) and plain[0] == stored[0]:
+            return incoming
+        return stored + incoming
