@@ -348,6 +348,8 @@ def exec_(
     container = backend.container(agent)
     if container is None or container.status != "running":
         raise DenError(f"agent {name} is not running", hint=f"den up … then den exec {name} -- …")
+    if command and command[0] == "--":
+        command = command[1:]
     if interactive or tty:
         flags = "-" + ("i" if interactive else "") + ("t" if tty else "")
         os.execvp("docker", ["docker", "exec", flags, container.name, *command])

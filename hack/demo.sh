@@ -12,7 +12,7 @@ bash hack/build-image.sh
 
 # No provider key configured: run Den's scripted model where the container can reach it
 # (the Docker bridge gateway, i.e. host.docker.internal; this machine only).
-gateway="$(docker network inspect bridge --format '{{(index .IPAM.Config 0).Gateway}}')"
+gateway="$("$PY" -c 'from den.operator.docker_backend import host_gateway_ip; print(host_gateway_ip())')"
 port=8765
 if ! curl -fsS "http://${gateway}:${port}/v1/models" >/dev/null 2>&1; then
   echo "== starting the scripted model on ${gateway}:${port} (log: ${home}/dev-model.log)"

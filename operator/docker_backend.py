@@ -275,3 +275,18 @@ class DockerBackend:
         if container is None:
             raise DenError(f"agent {agent.name} has no container (is it up?)", hint="den up … or den status")
         return container.logs(stream=True, follow=follow, tail=tail if tail is not None else "all")
+
+
+def host_gateway_ip(client: Any | None = None) -> str:
+    """The host's address on Docker's default bridge: where ``host.docker.internal`` points.
+
+    Docker reports it as the bridge's IPAM gateway; some engines leave that
+    out, and then it is the first address of the bridge's subnet.
+    """
+    import ipaddress
+
+    client = client or connect()
+    config = client.networks.get("bridge").attrs["IPAM"]["Config"][0]
+    if config.get("Gateway"):
+        return str(config["Gateway"])
+    return str(next(ipaddress.ip_network(config["Subnet"], strict=False).hosts()))

@@ -24,8 +24,9 @@ pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
 
 def gateway_ip(docker_client) -> str:
-    bridge = docker_client.networks.get("bridge")
-    return bridge.attrs["IPAM"]["Config"][0]["Gateway"]
+    from den.operator.docker_backend import host_gateway_ip
+
+    return host_gateway_ip(docker_client)
 
 
 @pytest.fixture

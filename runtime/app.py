@@ -1,0 +1,88 @@
+"""The runtime's FastAPI app: ``create_app(agent)`` serves one agent."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import AsyncIterator, Iterable, Mapping
+from contextlib import asynccontextmanager
+
+from den.api.resource import Agent
+from den.runtime.completions import load_litellm
+from den.runtime.logging import RequestContextMiddleware
+from den.runtime.openai_types import error_response
+from den.runtime.routes import den, health, openai
+from den.runtime.state import RuntimeState
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from den import __version__
+
+log = logging.getLogger("den.runtime")
+
+
+def create_app(agent: Agent, *, env: Mapping[str, str] | None = None,
+               secrets: Iterable[str] = ()) -> FastAPI:
+    """The API of ``agent``.
+
+    ``env`` is where provider keys are looked up (``OPENAI_API_KEY`` for
+    provider ``openai``...); by default the process environment. ``secrets``
+    are values redacted from every log line and error body (``__main__``
+    passes the env file's values).
+    """
+    state = RuntimeState(agent=agent, env=os.environ if env is None else env,
+                         extra_secrets=tuple(s for s in secrets if s))
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        warm_up = asyncio.create_task(_load_model_library(state))
+        try:
+            yield
+        finally:
+            warm_up.cancel()
+
+    app = FastAPI(title=f"Den agent {agent.name}", version=__version__, lifespan=lifespan)
+    app.state.runtime = state
+    app.add_middleware(RequestContextMiddleware)
+    app.add_exception_handler(RequestValidationError, _invalid_request)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    for module in (health, openai, den):
+        app.include_router(module.router)
+    return app
+
+
+async def _load_model_library(state: RuntimeState) -> None:
+    """Import litellm off the event loop (it takes seconds), then report ready."""
+    try:
+        await asyncio.to_thread(load_litellm)
+    except Exception:
+        log.exception("cannot load the model library; the agent stays not ready")
+        return
+    state.ready = True
+    model = state.agent.spec.model
+    log.info("ready", extra={"fields": {"model": f"{model.provider}/{model.name}",
+                                        "generation": state.agent.metadata.generation}})
+
+
+async def _invalid_request(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    problems, param = [], None
+    for error in exc.errors():
+        loc = [str(p) for p in error.get("loc", ()) if p != "body"]
+        if error.get("type") == "json_invalid":
+            problems.append(f"the request body is not valid JSON ({error.get('msg')})")
+            continue
+        where = ".".join(loc)
+        param = param or where or None
+        problems.append(f"{where}: {error.get('msg')}" if where else str(error.get("msg")))
+    message = "invalid request: " + "; ".join(problems or ["the body does not match the API"])
+    return error_response(400, message, "invalid_request_error", param)
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    kind = "not_found_error" if exc.status_code == 404 else "invalid_request_error"
+    return error_response(exc.status_code, str(exc.detail), kind)

@@ -1,0 +1,23 @@
+"""Typed dependencies for the routes: ``Annotated[..., Depends()]``."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from den.api.resource import Agent
+from den.runtime.state import RuntimeState
+from fastapi import Depends, Request
+
+
+def get_state(request: Request) -> RuntimeState:
+    return request.app.state.runtime
+
+
+StateDep = Annotated[RuntimeState, Depends(get_state)]
+
+
+def get_agent(state: StateDep) -> Agent:
+    return state.agent
+
+
+AgentDep = Annotated[Agent, Depends(get_agent)]

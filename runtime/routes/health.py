@@ -1,0 +1,23 @@
+"""Liveness and readiness probes (the operator waits on ``/readyz``)."""
+
+from __future__ import annotations
+
+from den.runtime.deps import StateDep
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz")
+async def healthz() -> dict[str, str]:
+    """The process answers."""
+    return {"status": "ok"}
+
+
+@router.get("/readyz", response_model=None)
+async def readyz(state: StateDep) -> dict[str, str] | JSONResponse:
+    """Ready once started: the model library is loaded and completions are served at once."""
+    if state.ready:
+        return {"status": "ready"}
+    return JSONResponse({"status": "starting"}, status_code=503)

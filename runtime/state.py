@@ -1,0 +1,59 @@
+"""What the running API knows: the agent, its environment, readiness and counters."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from den.api.resource import Agent
+
+#: Environment variable names whose values are treated as secrets.
+SECRET_NAME = re.compile(r"KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL|AUTH", re.IGNORECASE)
+
+
+@dataclass
+class RuntimeState:
+    """One per app; held in ``app.state.runtime`` and handed to routes by :mod:`den.runtime.deps`."""
+
+    agent: Agent
+    env: Mapping[str, str]
+    extra_secrets: tuple[str, ...] = ()
+    started_at: float = field(default_factory=time.monotonic)
+    ready: bool = False
+    requests: int = 0
+    errors: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    def record_usage(self, usage: Mapping[str, Any] | None) -> None:
+        if not usage:
+            return
+        self.prompt_tokens += int(usage.get("prompt_tokens") or 0)
+        self.completion_tokens += int(usage.get("completion_tokens") or 0)
+
+    def secrets(self) -> list[str]:
+        """Values that must never appear in a log line or an error body: the ones given as
+        secrets (the env file's) and those of variables named like a key, token or password."""
+        named = [v for k, v in self.env.items() if SECRET_NAME.search(k) and isinstance(v, str)]
+        return [*self.extra_secrets, *named]
+
+    def status(self) -> dict[str, Any]:
+        model = self.agent.spec.model
+        return {
+            "name": self.agent.name,
+            "namespace": self.agent.namespace,
+            "model": f"{model.provider}/{model.name}",
+            "uptime_seconds": round(time.monotonic() - self.started_at, 3),
+            "generation": self.agent.metadata.generation,
+            "ready": self.ready,
+            "requests": self.requests,
+            "errors": self.errors,
+            "tokens": {
+                "prompt": self.prompt_tokens,
+                "completion": self.completion_tokens,
+                "total": self.prompt_tokens + self.completion_tokens,
+            },
+        }

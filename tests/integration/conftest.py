@@ -1,0 +1,77 @@
+"""Fixtures for HTTP integration tests: the scripted model and a runtime serving one agent.
+
+Both run under uvicorn in a background thread on a free 127.0.0.1 port (the
+``serve_app`` helper of ``tests/conftest.py``) and are shut down when the
+test ends, even when it fails.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import free_port, serve_app
+
+__all__ = ["ScriptedModel", "agent_resource", "free_port", "serve_app"]
+
+
+@dataclass
+class ScriptedModel:
+    """A running scripted model: its root URL, its OpenAI base URL and its request log."""
+
+    url: str
+
+    @property
+    def base_url(self) -> str:
+        return f"{self.url}/v1"
+
+    def requests(self) -> list[dict[str, Any]]:
+        return httpx.get(f"{self.url}/requests", timeout=10).json()
+
+    def chat_bodies(self) -> list[dict[str, Any]]:
+        return [r["body"] for r in self.requests() if r["path"].endswith("/chat/completions")]
+
+    def clear(self) -> None:
+        httpx.delete(f"{self.url}/requests", timeout=10)
+
+
+@pytest.fixture
+def scripted_model() -> Iterator[ScriptedModel]:
+    from den.runtime.scripted_model import create_scripted_app
+
+    with serve_app(create_scripted_app()) as url:
+        yield ScriptedModel(url)
+
+
+def agent_resource(name: str = "test-bot", *, generation: int = 3, **model: Any):
+    """An Agent resource, as the operator writes to DEN_CONFIG; ``model`` overrides spec.model."""
+    from den.api.resource import Agent
+
+    return Agent.model_validate({
+        "apiVersion": "den.dev/v1alpha1",
+        "kind": "Agent",
+        "metadata": {"name": name, "namespace": "default", "generation": generation},
+        "spec": {
+            "model": {"provider": "openai", "name": "scripted", "temperature": 0.3, "max_tokens": 123, **model},
+            "identity": {"system_prompt": "You are Test Bot.",
+                         "personality": {"tone": "formal", "verbosity": "concise"}},
+        },
+    })
+
+
+@pytest.fixture
+def serve_runtime() -> Iterator[Callable[..., str]]:
+    """Serve ``create_app(agent, env=...)``; returns the runtime's root URL."""
+    from den.runtime.app import create_app
+
+    with contextlib.ExitStack() as stack:
+
+        def start(agent, env: Mapping[str, str] | None = None) -> str:
+            return stack.enter_context(serve_app(create_app(agent, env=dict(env or {}))))
+
+        yield start
