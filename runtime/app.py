@@ -33,6 +33,9 @@ def create_app(agent: Agent, *, env: Mapping[str, str] | None = None,
     are values redacted from every log line and error body (``__main__``
     passes the env file's values).
     """
+    # Validate once more from plain data: defaults that are enum members (e.g. the default
+    # verbosity) become their values, exactly as in a manifest read from DEN_CONFIG.
+    agent = Agent.model_validate(agent.model_dump(mode="json"))
     state = RuntimeState(agent=agent, env=os.environ if env is None else env,
                          extra_secrets=tuple(s for s in secrets if s))
 

@@ -13,6 +13,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -229,7 +230,7 @@ def test_invalid_input_and_unreachable_docker_change_nothing(den, world, den_hom
     assert not (den_home / "state.db").exists()
     name, path = world["agentfile"]()
     env_result = subprocess.run(
-        ["python", "-m", "den", "up", str(path)], capture_output=True, text=True,
+        [sys.executable, "-m", "den", "up", str(path)], capture_output=True, text=True,
         env={**os.environ, "DEN_HOME": str(den_home), "DOCKER_HOST": "unix:///nonexistent/docker.sock"},
     )
     assert env_result.returncode == 5

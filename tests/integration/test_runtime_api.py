@@ -75,6 +75,17 @@ def test_the_system_prompt_reaches_the_model_verbatim(runtime) -> None:
     assert answer.choices[0].message.content.startswith("You are Test Bot.\n\nTone: formal.")
 
 
+def test_an_agent_with_the_default_personality_is_answered(scripted_model, serve_runtime) -> None:
+    from den.api.resource import Agent
+
+    agent = Agent.model_validate({"metadata": {"name": "plain"}, "spec": {"model": {
+        "provider": "openai", "name": "scripted", "base_url": scripted_model.base_url}}})
+    answer = client_of(serve_runtime(agent)).chat.completions.create(
+        model="plain", messages=[{"role": "user", "content": "ECHO SYSTEM"}]
+    )
+    assert answer.choices[0].message.content.startswith("You are a helpful assistant.\n\nTone: neutral.")
+
+
 def test_models_lists_the_agent_as_its_only_model(runtime) -> None:
     models = client_of(runtime).models.list()
     assert [m.id for m in models.data] == ["test-bot"]
