@@ -1,20 +1,32 @@
-"""den.api: the Agentfile and the Agent resource (shared by the CLI, operator and runtime)."""
+"""den.api: the Agentfile and the Agent resource (shared by the CLI, operator and runtime).
 
-from den.api.agentfile import BUILTIN_TOOLS, Agentfile, AgentSpec
-from den.api.errors import DenError, InvalidAgentfile, Problem
-from den.api.resource import API_VERSION, Agent, AgentStatus, Condition, to_agent, to_agentfile
+Names are loaded on first use, so ``from den.api.errors import DenError``
+does not pay for building the pydantic models (the CLI starts faster).
+"""
 
-__all__ = [
-    "API_VERSION",
-    "BUILTIN_TOOLS",
-    "Agent",
-    "AgentSpec",
-    "AgentStatus",
-    "Agentfile",
-    "Condition",
-    "DenError",
-    "InvalidAgentfile",
-    "Problem",
-    "to_agent",
-    "to_agentfile",
-]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "BUILTIN_TOOLS": "den.api.agentfile",
+    "AgentSpec": "den.api.agentfile",
+    "Agentfile": "den.api.agentfile",
+    "DenError": "den.api.errors",
+    "InvalidAgentfile": "den.api.errors",
+    "Problem": "den.api.errors",
+    "API_VERSION": "den.api.resource",
+    "Agent": "den.api.resource",
+    "AgentStatus": "den.api.resource",
+    "Condition": "den.api.resource",
+    "to_agent": "den.api.resource",
+    "to_agentfile": "den.api.resource",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'den.api' has no attribute {name!r}")

@@ -52,7 +52,11 @@ class _Model(BaseModel):
     """Base for every Agentfile section: unknown fields are errors."""
 
     model_config = ConfigDict(
-        extra="forbid", populate_by_name=True, use_enum_values=True, allow_inf_nan=False
+        extra="forbid",
+        populate_by_name=True,
+        use_enum_values=True,
+        validate_default=True,  # enum defaults become their values too
+        allow_inf_nan=False,
     )
 
 

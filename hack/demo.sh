@@ -16,7 +16,8 @@ gateway="$("$PY" -c 'from den.operator.docker_backend import host_gateway_ip; pr
 port=8765
 if ! curl -fsS "http://${gateway}:${port}/v1/models" >/dev/null 2>&1; then
   echo "== starting the scripted model on ${gateway}:${port} (log: ${home}/dev-model.log)"
-  nohup "$DEN" dev model --host "$gateway" --port "$port" >"${home}/dev-model.log" 2>&1 &
+  nohup "$DEN" dev model --host "$gateway" --port "$port" --rules examples/hello/scripted-rules.yaml \
+    >"${home}/dev-model.log" 2>&1 &
   echo $! > "${home}/dev-model.pid"
   for _ in $(seq 1 50); do
     curl -fsS "http://${gateway}:${port}/v1/models" >/dev/null 2>&1 && break

@@ -18,7 +18,7 @@ from functools import cache
 from types import ModuleType
 from typing import Any
 
-from den.runtime.agent.model import ModelClient, ModelError, Reply
+from den.runtime.agent.model import ModelClient, Reply
 
 
 @cache
@@ -105,5 +105,3 @@ class ChunkStream:
             yield sse({**self.base, "choices": [], "usage": reply.usage.as_openai()})
         yield sse("[DONE]")
 
-
-__all__ = ["ChunkStream", "ModelClient", "ModelError", "completion_body", "load_litellm", "sse"]

@@ -8,7 +8,8 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from den.runtime.agent.context import build_context
-from den.runtime.completions import ChunkStream, ModelClient, ModelError, completion_body, sse
+from den.runtime.agent.model import ModelClient, ModelError
+from den.runtime.completions import ChunkStream, completion_body, sse
 from den.runtime.deps import StateDep
 from den.runtime.logging import redact
 from den.runtime.openai_types import ChatCompletionRequest, error_response
