@@ -28,12 +28,14 @@ fi
 echo "== den up examples/hello/Agentfile"
 "$DEN" up examples/hello/Agentfile
 
-endpoint="$("$DEN" api hello -o json | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["endpoint"])')"
+api="$("$DEN" api hello -o json)"
+endpoint="$(printf '%s' "$api" | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["endpoint"])')"
+token="$(printf '%s' "$api" | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["token"])')"
 echo "== asking the agent through its OpenAI-compatible API at ${endpoint}/v1"
-"$PY" - "$endpoint" <<'PYEOF'
+"$PY" - "$endpoint" "$token" <<'PYEOF'
 import sys
 from openai import OpenAI
-client = OpenAI(base_url=sys.argv[1] + "/v1", api_key="unused")
+client = OpenAI(base_url=sys.argv[1] + "/v1", api_key=sys.argv[2])
 reply = client.chat.completions.create(
     model="hello", messages=[{"role": "user", "content": "Hello, who are you?"}]
 )

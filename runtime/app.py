@@ -87,5 +87,8 @@ async def _invalid_request(request: Request, exc: Exception) -> JSONResponse:
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
-    kind = "not_found_error" if exc.status_code == 404 else "invalid_request_error"
-    return error_response(exc.status_code, str(exc.detail), kind)
+    kinds = {401: "authentication_error", 403: "permission_error", 404: "not_found_error"}
+    response = error_response(exc.status_code, str(exc.detail), kinds.get(exc.status_code, "invalid_request_error"))
+    for name, value in (exc.headers or {}).items():
+        response.headers[name] = value
+    return response

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from den.runtime.deps import StateDep
+from den.runtime.deps import Authorized, StateDep
 from fastapi import APIRouter
 
-router = APIRouter(prefix="/den/v1", tags=["den"])
+router = APIRouter(prefix="/den/v1", tags=["den"], dependencies=Authorized)
 
 
 @router.get("/status")

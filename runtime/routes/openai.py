@@ -10,14 +10,14 @@ from typing import Any
 from den.runtime.agent.context import build_context
 from den.runtime.agent.model import ModelClient, ModelError
 from den.runtime.completions import ChunkStream, completion_body, sse
-from den.runtime.deps import StateDep
+from den.runtime.deps import Authorized, StateDep
 from den.runtime.logging import redact
 from den.runtime.openai_types import ChatCompletionRequest, error_response
 from den.runtime.state import RuntimeState
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse, StreamingResponse
 
-router = APIRouter(prefix="/v1", tags=["openai"])
+router = APIRouter(prefix="/v1", tags=["openai"], dependencies=Authorized)
 log = logging.getLogger("den.runtime.openai")
 
 

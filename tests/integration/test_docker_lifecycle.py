@@ -110,7 +110,10 @@ def test_up_serves_the_openai_api_with_the_agentfile_settings(den, world, docker
     assert up.code == 0, up.output
     endpoint = agent_json(den, name)["status"]["endpoint"]
     assert endpoint.startswith("http://127.0.0.1:") and endpoint in up.stdout
-    client = OpenAI(base_url=f"{endpoint}/v1", api_key="unused")
+    token = json.loads(den("api", name, "-o", "json").stdout)["token"]
+    assert httpx.post(f"{endpoint}/v1/chat/completions", json={}).status_code == 401
+    assert httpx.get(f"{endpoint}/healthz").status_code == 200
+    client = OpenAI(base_url=f"{endpoint}/v1", api_key=token)
     answer = client.chat.completions.create(model=name, messages=[{"role": "user", "content": "ping"}])
     assert "You said: ping" in answer.choices[0].message.content
     chunks = client.chat.completions.create(
@@ -130,6 +133,18 @@ def test_up_serves_the_openai_api_with_the_agentfile_settings(den, world, docker
     assert binding["HostIp"] == "127.0.0.1"
     assert attrs["Config"]["User"] in ("10001", "den", "10001:10001")
     assert attrs["HostConfig"]["RestartPolicy"]["Name"] == "unless-stopped"
+    status = json.loads(den("status", "-o", "json").stdout)
+    row = next(a for a in status["agents"] if a["name"] == name)
+    assert row["phase"] == "Running" and row["memory_limit"] == 256 * 1024 * 1024 and row["memory_used"] > 0
+    assert status["operator"]["pid"]
+    logs = den("logs", name, "--tail", "20")
+    lines = [json.loads(line) for line in logs.stdout.splitlines() if line.startswith("{")]
+    assert lines and all(line["agent"] == name for line in lines)
+    inspected = den("inspect", name)
+    assert inspected.code == 0 and "readOnlyRootfs: true" in inspected.stdout
+    assert token not in inspected.stdout and "DEN_API_TOKEN" in inspected.stdout
+    api = json.loads(den("api", name, "-o", "json").stdout)
+    assert api["base_url"] == f"{endpoint}/v1" and token in api["curl"]
 
 
 def test_down_keeps_the_volume_up_remembers_destroy_removes_everything(den, world, docker_client, den_home) -> None:
