@@ -159,6 +159,6 @@ def make_plan(agent: Agent, observed: Observed, desired: DesiredContainer, *, de
         plan.add(Action.remove_container, container_target, "config diverged")
         plan.add(Action.create_container, container_target, "config diverged")
         plan.add(Action.start_container, container_target, "created")
-    elif not keep.running:
+    elif not keep.running and keep.status != "restarting":  # Docker's restart policy owns restarts
         plan.add(Action.start_container, container_target, f"container is {keep.status}")
     return plan

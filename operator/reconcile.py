@@ -129,7 +129,8 @@ class Reconciler:
             raise DenError(f"no free port found for {agent.key}")
         if deleting:
             return self._finish_delete(agent, destroy)
-        return self._report(agent, desired)
+        restarts = max((c.restart_count for c in observed.containers), default=0)
+        return self._report(agent, desired, restarts)
 
     def _execute(self, agent: Agent, plan, desired: DesiredContainer) -> None:
         env: Mapping[str, str] = {}
@@ -149,7 +150,7 @@ class Reconciler:
         log.info("%s deleted", agent.key)
         return Result()
 
-    def _report(self, agent: Agent, desired: DesiredContainer) -> Result:
+    def _report(self, agent: Agent, desired: DesiredContainer, restarts: int = 0) -> Result:
         previous = agent.status
         generation = agent.metadata.generation
         status = AgentStatus(
@@ -169,6 +170,12 @@ class Reconciler:
                 status.phase = "Running"
                 set_condition(status, previous, "Ready", "True", "Serving", f"answering on {endpoint}", generation)
                 set_condition(status, previous, "Reconciling", "False", "Converged", "", generation)
+            elif restarts:
+                status.phase = "Starting"
+                message = f"the container keeps exiting ({restarts} restarts); see `den logs {agent.name}`"
+                set_condition(status, previous, "Ready", "False", "CrashLoop", message, generation)
+                set_condition(status, previous, "Reconciling", "True", "CrashLoop", message, generation)
+                requeue = 2.0
             else:
                 status.phase = "Starting"
                 set_condition(status, previous, "Ready", "False", "Starting", "waiting for /readyz", generation)

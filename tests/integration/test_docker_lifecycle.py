@@ -278,3 +278,20 @@ def test_provider_keys_never_reach_the_store_the_log_or_docker_inspect(den, worl
     (den_home / "credentials").chmod(0o644)
     refused = den("auth", "list")
     assert refused.code != 0 and "readable by others" in refused.stderr
+
+
+def test_up_that_never_gets_ready_times_out_with_conditions_and_events(den, world) -> None:
+    name, path = world["agentfile"](runtime={"base": "den-base:bookworm"})
+    result = den("up", str(path), "--timeout", "6")
+    assert result.code == 6, result.output
+    assert f"agent {name} is not Ready after 6s" in result.stderr
+    assert "Ready=False" in result.stderr and "event Normal StartContainer" in result.stderr
+    assert "keeps exiting" in result.stderr or "waiting for /readyz" in result.stderr
+
+
+def test_a_missing_image_is_refused_with_how_to_build_it(den, world, den_home) -> None:
+    name, path = world["agentfile"](runtime={"base": "den-no-such-image:1"})
+    result = den("up", str(path))
+    assert result.code == 1 and "image den-no-such-image:1 not found" in result.stderr
+    assert "make image" in result.stderr
+    assert not (den_home / "state.db").exists()

@@ -96,3 +96,13 @@ def test_plan_refuses_to_take_over_a_foreign_container() -> None:
 def test_config_hash_ignores_desired_state_but_not_the_spec() -> None:
     assert config_hash(agent("running"), "i") == config_hash(agent("stopped"), "i")
     assert config_hash(agent(temperature=0.1), "i") != config_hash(agent(temperature=0.2), "i")
+
+
+def test_plan_a_restarting_container_is_left_to_the_restart_policy() -> None:
+    a = agent()
+    restarting = ObservedContainer(
+        id="c1" * 32, name="den-scout", running=False, status="restarting",
+        labels={"den.dev/config-hash": config_hash(a, "sha256:img")}, host_port=8800, restart_count=3,
+    )
+    observed = Observed(containers=(restarting,), volume_exists=True, image_id="sha256:img")
+    assert plan_text(a, observed) == "nothing to do"
