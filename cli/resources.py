@@ -191,6 +191,9 @@ def delete(
         for name in names:
             gone = store.delete(name, namespace)
             if gone.metadata.deletionTimestamp and gone.metadata.finalizers:
+                from den.operator.controller import ensure_operator
+
+                ensure_operator()  # the finalizer's owner finishes the cleanup
                 say(f"agent.den.dev/{name} marked for deletion (waiting for: {', '.join(gone.metadata.finalizers)})")
             else:
                 say(f"agent.den.dev/{name} deleted")
