@@ -16,6 +16,8 @@ from den.cli.resources import NamespaceOption, load_inputs
 
 def _preflight(agents: list) -> Any:
     """Everything that can fail before anything is stored: Docker, image, names, secrets."""
+    import os
+
     from den.api.errors import DenError
     from den.operator import names
     from den.operator.docker_backend import DockerBackend
@@ -24,8 +26,6 @@ def _preflight(agents: list) -> Any:
     backend = DockerBackend()
     backend.client  # noqa: B018 (raises BackendUnavailable with a clear message)
     credentials = load_credentials()
-    import os
-
     envs = {}
     for agent in agents:
         _ensure_image(backend, agent.spec.runtime.base)
