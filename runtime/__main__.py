@@ -35,7 +35,7 @@ def main() -> int:
                           "host": settings.host, "port": settings.port,
                           "env_file_variables": len(env)}},
     )
-    app = create_app(agent, env=os.environ, secrets=env.values())
+    app = create_app(agent, env=os.environ, secrets=env.values(), home=settings.home_dir)
     uvicorn.run(app, host=settings.host, port=settings.port, access_log=False, log_config=None,
                 log_level=settings.log_level, proxy_headers=False, server_header=False)
     return 0

@@ -7,6 +7,7 @@ import logging
 import os
 from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from den.api.resource import Agent
 from den.runtime.completions import load_litellm
@@ -25,19 +26,21 @@ log = logging.getLogger("den.runtime")
 
 
 def create_app(agent: Agent, *, env: Mapping[str, str] | None = None,
-               secrets: Iterable[str] = ()) -> FastAPI:
+               secrets: Iterable[str] = (), home: Path | None = None) -> FastAPI:
     """The API of ``agent``.
 
     ``env`` is where provider keys are looked up (``OPENAI_API_KEY`` for
     provider ``openai``...); by default the process environment. ``secrets``
     are values redacted from every log line and error body (``__main__``
-    passes the env file's values).
+    passes the env file's values). ``home`` is the agent's volume: with it,
+    conversations persist across restarts (``__main__`` passes ``/den``).
     """
     # Validate once more from plain data: defaults that are enum members (e.g. the default
     # verbosity) become their values, exactly as in a manifest read from DEN_CONFIG.
     agent = Agent.model_validate(agent.model_dump(mode="json"))
     state = RuntimeState(agent=agent, env=os.environ if env is None else env,
                          extra_secrets=tuple(s for s in secrets if s))
+    state.attach_agent_loop(home)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -9,6 +9,7 @@ first, then the request's messages); this module turns its replies into
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import time
@@ -18,7 +19,7 @@ from functools import cache
 from types import ModuleType
 from typing import Any
 
-from den.runtime.agent.model import ModelClient, Reply
+from den.runtime.agent.loop import Turn
 
 
 @cache
@@ -37,16 +38,28 @@ def completion_id() -> str:
     return f"chatcmpl-{uuid.uuid4().hex}"
 
 
-def completion_body(reply: Reply, agent_name: str) -> dict[str, Any]:
-    """A model reply as an OpenAI ``chat.completion`` named after the agent, with the real usage."""
+def turn_meta(turn: Turn) -> dict[str, Any]:
+    """Den's extension on a completion: how the answer was reached (OpenAI clients ignore it)."""
+    return {
+        "stop_reason": turn.stop_reason,
+        "steps": [step.as_dict() for step in turn.steps],
+        "checks": [outcome.as_dict() for outcome in turn.checks],
+        "revisions": turn.revisions,
+        "cost_usd": round(turn.usage.cost_usd, 6),
+    }
+
+
+def turn_body(turn: Turn, agent_name: str) -> dict[str, Any]:
+    """An agent turn as an OpenAI ``chat.completion`` named after the agent, with the real usage."""
     return {
         "id": completion_id(),
         "object": "chat.completion",
         "created": int(time.time()),
         "model": agent_name,
-        "choices": [{"index": 0, "message": reply.as_message(),
-                     "finish_reason": reply.finish_reason or ("tool_calls" if reply.tool_calls else "stop")}],
-        "usage": reply.usage.as_openai(),
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": turn.content},
+                     "finish_reason": "stop" if turn.stop_reason == "stop" else "length"}],
+        "usage": turn.usage.as_openai(),
+        "den": turn_meta(turn),
     }
 
 
@@ -55,25 +68,41 @@ def sse(data: dict[str, Any] | str) -> str:
     return f"data: {data if isinstance(data, str) else json.dumps(data, ensure_ascii=False)}\n\n"
 
 
-class ChunkStream:
-    """The ``chat.completion.chunk`` events of one streamed answer, as the model writes it.
+class TurnStream:
+    """The ``chat.completion.chunk`` events of one agent turn, as it happens.
 
-    :meth:`open` fetches the first delta before the HTTP response starts, so a
-    provider that fails at once is a 502, not a broken stream.
+    The agent loop runs in a task and feeds a queue: answer text
+    (``delta``), tool progress (``event``: sent as chunks with an empty delta
+    and a ``den`` object, which OpenAI clients ignore and ``den connect``
+    shows), and the finished turn. :meth:`first` waits for the first item
+    before the HTTP response starts, so a provider that fails at once is a
+    502, not a broken stream.
     """
 
-    def __init__(self, client: ModelClient, messages: list[dict[str, Any]], agent_name: str,
-                 *, include_usage: bool) -> None:
-        self._items = client.stream(messages)
-        self._first: Any = None
+    def __init__(self, agent_name: str, *, include_usage: bool) -> None:
+        self.queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
         self.include_usage = include_usage
-        self.reply: Reply | None = None
+        self._pending: tuple[str, Any] | None = None
         self.base = {"id": completion_id(), "object": "chat.completion.chunk",
                      "created": int(time.time()), "model": agent_name}
 
-    async def open(self) -> None:
-        """Raises :class:`ModelError` when the provider fails before its first chunk."""
-        self._first = await self._items.__anext__()
+    async def delta(self, text: str) -> None:
+        await self.queue.put(("delta", text))
+
+    async def event(self, event: dict[str, Any]) -> None:
+        await self.queue.put(("den", event))
+
+    def watch(self, task: asyncio.Task) -> None:
+        task.add_done_callback(lambda done: self.queue.put_nowait(("done", done)))
+
+    async def first(self) -> Exception | None:
+        """The provider's error when the turn failed before anything was produced."""
+        item = await self.queue.get()
+        kind, value = item
+        if kind == "done" and not value.cancelled() and value.exception() is not None:
+            return value.exception()
+        self._pending = item
+        return None
 
     def _chunk(self, delta: dict[str, Any], finish_reason: str | None = None) -> dict[str, Any]:
         chunk = {**self.base, "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}]}
@@ -81,27 +110,25 @@ class ChunkStream:
             chunk["usage"] = None
         return chunk
 
-    async def _items_from_first(self) -> AsyncIterator[Any]:
-        yield self._first
-        async for item in self._items:
-            yield item
-
     async def events(self) -> AsyncIterator[str]:
-        """Role, content deltas, the finish reason, the usage (if asked for), ``[DONE]``.
-        A failure mid-stream ends it with an OpenAI-style ``error`` event (and raises)."""
+        """Role, content deltas and tool progress, the finish reason, the usage (if asked), ``[DONE]``."""
         yield sse(self._chunk({"role": "assistant", "content": ""}))
-        async for item in self._items_from_first():
-            if isinstance(item, Reply):
-                self.reply = item
-            elif item:
-                yield sse(self._chunk({"content": item}))
-        reply = self.reply or Reply()
-        if reply.tool_calls:
-            calls = [{"index": i, **call} for i, call in enumerate(reply.as_message()["tool_calls"])]
-            yield sse(self._chunk({"tool_calls": calls}))
-        finish = reply.finish_reason or ("tool_calls" if reply.tool_calls else "stop")
-        yield sse(self._chunk({}, finish))
-        if self.include_usage:
-            yield sse({**self.base, "choices": [], "usage": reply.usage.as_openai()})
-        yield sse("[DONE]")
-
+        while True:
+            kind, value = self._pending or await self.queue.get()
+            self._pending = None
+            if kind == "delta" and value:
+                yield sse(self._chunk({"content": value}))
+            elif kind == "den":
+                yield sse({**self._chunk({}), "den": value})
+            elif kind == "done":
+                if value.cancelled():
+                    return
+                if value.exception() is not None:
+                    raise value.exception()
+                turn: Turn = value.result()
+                finish = "stop" if turn.stop_reason == "stop" else "length"
+                yield sse({**self._chunk({}, finish), "den": {"type": "turn", **turn_meta(turn)}})
+                if self.include_usage:
+                    yield sse({**self.base, "choices": [], "usage": turn.usage.as_openai()})
+                yield sse("[DONE]")
+                return

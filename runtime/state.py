@@ -6,6 +6,7 @@ import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from den.api.resource import Agent
@@ -27,6 +28,26 @@ class RuntimeState:
     errors: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
+
+    agent_loop: Any = None
+    sessions: Any = None
+    cost_usd: float = 0.0
+    check_counts: dict[str, int] = field(default_factory=dict)
+
+    def attach_agent_loop(self, home: Path | None) -> None:
+        """The agent loop this API answers with; sessions persist under ``home`` when given."""
+        from den.runtime.agent.checks import CheckRunner
+        from den.runtime.agent.loop import AgentLoop
+        from den.runtime.agent.model import ModelClient
+        from den.runtime.agent.sessions import Sessions
+
+        spec = self.agent.spec
+        model = ModelClient(spec.model, self.env)
+        checks = CheckRunner(spec.checks, model)
+        self.agent_loop = AgentLoop(spec, model, None, checks=checks)
+        self.check_counts = checks.counts
+        if home is not None:
+            self.sessions = Sessions(home / ".den" / "sessions.db")
 
     def record_usage(self, usage: Mapping[str, Any] | None) -> None:
         if not usage:
@@ -56,4 +77,7 @@ class RuntimeState:
                 "completion": self.completion_tokens,
                 "total": self.prompt_tokens + self.completion_tokens,
             },
+            "cost_usd": round(self.cost_usd, 6),
+            "checks": dict(self.check_counts),
+            "sessions": self.sessions.count() if self.sessions is not None else 0,
         }

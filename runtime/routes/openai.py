@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-from den.runtime.agent.context import build_context
-from den.runtime.agent.model import ModelClient, ModelError
-from den.runtime.completions import ChunkStream, completion_body, sse
+from den.runtime.agent.loop import Turn
+from den.runtime.agent.model import ModelError
+from den.runtime.completions import TurnStream, sse, turn_body
 from den.runtime.deps import Authorized, StateDep
 from den.runtime.logging import redact
 from den.runtime.openai_types import ChatCompletionRequest, error_response
 from den.runtime.state import RuntimeState
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
 router = APIRouter(prefix="/v1", tags=["openai"], dependencies=Authorized)
@@ -30,35 +31,54 @@ async def models(state: StateDep) -> dict[str, Any]:
 
 
 @router.post("/chat/completions", response_model=None)
-async def chat_completions(body: ChatCompletionRequest, state: StateDep) -> JSONResponse | StreamingResponse:
-    """The agent's identity, then every message of the request, to the agent's configured model
-    (the request's ``model`` and sampling fields are ignored: the Agentfile decides)."""
+async def chat_completions(
+    body: ChatCompletionRequest, state: StateDep, request: Request
+) -> JSONResponse | StreamingResponse:
+    """The agent answers: its identity and memories, the conversation (continued from its
+    session when one is named), tools and checks, through the Agentfile's model. The
+    request's ``model`` and sampling fields are ignored: the Agentfile decides."""
     state.requests += 1
-    spec = state.agent.spec
-    client = ModelClient(spec.model, state.env)
-    messages = build_context(spec, None, body.wire_messages())
-    fields = {"model": client.model_id, "messages": len(body.messages), "stream": body.stream}
+    session = request.headers.get("x-den-session") or body.user
+    conversation = body.wire_messages()
+    if session and state.sessions is not None:
+        conversation = state.sessions.merge(session, conversation)
+    fields = {"model": state.agent_loop.model.model_id, "messages": len(body.messages),
+              "stream": body.stream, "session": session}
     if not body.stream:
         try:
-            reply = await client.complete(messages)
+            turn = await state.agent_loop.run(conversation)
         except ModelError as exc:
             return _upstream_failed(state, exc, fields)
-        state.record_usage(reply.usage.as_openai())
-        log.info("completion", extra={"fields": {**fields, "usage": reply.usage.as_openai()}})
-        return JSONResponse(completion_body(reply, state.agent.name))
+        _finish(state, session, conversation, turn, fields)
+        return JSONResponse(turn_body(turn, state.agent.name))
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
-    chunks = ChunkStream(client, messages, state.agent.name, include_usage=include_usage)
-    try:
-        await chunks.open()
-    except ModelError as exc:
-        return _upstream_failed(state, exc, fields)
-    return StreamingResponse(_events(state, chunks, fields), media_type="text/event-stream",
+    stream = TurnStream(state.agent.name, include_usage=include_usage)
+    task = asyncio.create_task(
+        state.agent_loop.run(conversation, on_event=stream.event, on_delta=stream.delta)
+    )
+    stream.watch(task)
+    first = await stream.first()
+    if isinstance(first, ModelError):
+        return _upstream_failed(state, first, fields)
+    return StreamingResponse(_events(state, stream, task, session, conversation, fields),
+                             media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
 
-async def _events(state: RuntimeState, chunks: ChunkStream, fields: dict[str, Any]) -> AsyncIterator[str]:
+def _finish(state: RuntimeState, session: str | None, conversation: list[dict[str, Any]], turn: Turn,
+            fields: dict[str, Any]) -> None:
+    state.record_usage(turn.usage.as_openai())
+    state.cost_usd += turn.usage.cost_usd
+    if session and state.sessions is not None:
+        state.sessions.save(session, [*conversation, {"role": "assistant", "content": turn.content}])
+    log.info("completion", extra={"fields": {**fields, "usage": turn.usage.as_openai(),
+                                             "steps": len(turn.steps), "stop_reason": turn.stop_reason}})
+
+
+async def _events(state: RuntimeState, stream: TurnStream, task: asyncio.Task, session: str | None,
+                  conversation: list[dict[str, Any]], fields: dict[str, Any]) -> AsyncIterator[str]:
     try:
-        async for event in chunks.events():
+        async for event in stream.events():
             yield event
     except ModelError as exc:
         state.errors += 1
@@ -67,10 +87,10 @@ async def _events(state: RuntimeState, chunks: ChunkStream, fields: dict[str, An
         yield sse({"error": {"message": f"the model provider failed: {message}", "type": "upstream_error"}})
         return
     finally:
-        if chunks.reply is not None:
-            state.record_usage(chunks.reply.usage.as_openai())
-    usage = chunks.reply.usage.as_openai() if chunks.reply else None
-    log.info("completion", extra={"fields": {**fields, "usage": usage}})
+        if not task.done():
+            task.cancel()
+    if task.done() and not task.cancelled() and task.exception() is None:
+        _finish(state, session, conversation, task.result(), fields)
 
 
 def _upstream_failed(state: RuntimeState, exc: ModelError, fields: dict[str, Any]) -> JSONResponse:

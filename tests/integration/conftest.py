@@ -71,7 +71,7 @@ def serve_runtime() -> Iterator[Callable[..., str]]:
 
     with contextlib.ExitStack() as stack:
 
-        def start(agent, env: Mapping[str, str] | None = None) -> str:
-            return stack.enter_context(serve_app(create_app(agent, env=dict(env or {}))))
+        def start(agent, env: Mapping[str, str] | None = None, home=None) -> str:
+            return stack.enter_context(serve_app(create_app(agent, env=dict(env or {}), home=home)))
 
         yield start
