@@ -31,11 +31,15 @@ Rules, in order (the *text* is the last user message's text)
    list of ``{match: REGEX, reply: TEXT}``) are tried against the text; the
    first whose regex is found answers ``reply`` (``\\1`` and ``\\g<name>``
    expand groups).
-1. ``TOOL:<name> <json-args>`` in the text, when the request offers a tool
-   ``<name>``: a tool call (``finish_reason: tool_calls``) with the JSON as
-   its arguments (passed through as written when it is not valid JSON, to
-   exercise error paths). A tool that is not offered falls through to 4.
-2. The last message is a tool result (role ``tool``): ``Tool result: <content>``.
+1. ``TOOL:<name> <json-args>`` lines in the text, when the request offers a
+   tool ``<name>``: a tool call (``finish_reason: tool_calls``) with the JSON
+   (on that one line) as its arguments (passed through as written when it is
+   not valid JSON, to exercise error paths). Several lines make several
+   steps: the k-th tool result since the user's message brings the (k+1)-th
+   call. ``TOOL!:<name>`` calls the tool even when it is not offered (to test
+   permission interceptors). A tool that is not offered falls through to 4.
+2. The last message is a tool result and no directive is left:
+   ``Tool result: <content>``.
 3. The text is ``ECHO SYSTEM``: the system prompt, verbatim (system messages
    joined by a blank line; ``(no system prompt)`` when there is none).
 4. Otherwise: ``Hello from the scripted model. You said: <text>``.
@@ -68,7 +72,7 @@ EMBEDDING_DIMENSIONS = 384
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8765
 GREETING = "Hello from the scripted model. You said: "
-TOOL_PATTERN = re.compile(r"TOOL:([A-Za-z0-9_.\-]+)[ \t]*(.*)", re.DOTALL)
+TOOL_PATTERN = re.compile(r"TOOL(!?):([A-Za-z0-9_.\-]+)[ \t]*([^\n]*)")
 SECRET_HEADERS = frozenset({"authorization", "api-key", "x-api-key"})
 WORD = re.compile(r"\w+")
 
@@ -167,17 +171,20 @@ def answer(body: dict[str, Any], rules: list[Rule]) -> Answer:
     """The scripted answer to a chat completion request (rules in the module docstring)."""
     messages = [m for m in body.get("messages") or [] if isinstance(m, dict)]
     last = messages[-1] if messages else {}
-    if last.get("role") == "tool":
+    users = [i for i, m in enumerate(messages) if m.get("role") == "user"]
+    text = message_text(messages[users[-1]]) if users else ""
+    done = sum(1 for m in messages[(users[-1] if users else 0):] if m.get("role") == "tool")
+    directives = TOOL_PATTERN.findall(text)
+    if last.get("role") == "tool" and done >= len(directives):
         return Answer(content=f"Tool result: {message_text(last)}")
-    user = [m for m in messages if m.get("role") == "user"]
-    text = message_text(user[-1]) if user else ""
-    for rule in rules:
-        found = rule.match.search(text)
-        if found:
-            return Answer(content=found.expand(rule.reply))
-    tool = TOOL_PATTERN.search(text)
-    if tool and tool.group(1) in offered_tools(body):
-        name, raw = tool.group(1), tool.group(2).strip() or "{}"
+    if last.get("role") != "tool":
+        for rule in rules:
+            found = rule.match.search(text)
+            if found:
+                return Answer(content=found.expand(rule.reply))
+    tool = directives[done] if done < len(directives) else None
+    if tool and (tool[0] == "!" or tool[1] in offered_tools(body)):
+        name, raw = tool[1], tool[2].strip() or "{}"
         try:
             arguments = json.dumps(json.loads(raw))
         except json.JSONDecodeError:

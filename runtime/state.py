@@ -31,23 +31,48 @@ class RuntimeState:
 
     agent_loop: Any = None
     sessions: Any = None
+    interceptor: Any = None
+    memory: Any = None
+    runs: Any = None
+    home: Path | None = None
     cost_usd: float = 0.0
     check_counts: dict[str, int] = field(default_factory=dict)
 
     def attach_agent_loop(self, home: Path | None) -> None:
         """The agent loop this API answers with; sessions persist under ``home`` when given."""
+        import tempfile
+
         from den.runtime.agent.checks import CheckRunner
         from den.runtime.agent.loop import AgentLoop
+        from den.runtime.agent.loops import LoopRunner, RunStore
         from den.runtime.agent.model import ModelClient
         from den.runtime.agent.sessions import Sessions
+        from den.runtime.memos import SqliteMemos
+        from den.runtime.scheduler import TaskScheduler
+        from den.runtime.tools.base import NetworkPolicy, ToolContext
+        from den.runtime.tools.registry import ToolInterceptor, tools_for
 
         spec = self.agent.spec
+        if home is None:  # tests and `create_app` without a volume: a private scratch home
+            home = Path(tempfile.mkdtemp(prefix=f"den-{self.agent.name}-"))
+        else:
+            self.sessions = Sessions(home / ".den" / "sessions.db")
+        self.home = home
+        self.memory = SqliteMemos(home / ".den" / "memory.db")
+        context = ToolContext(
+            agent=self.agent.name, home=home,
+            network=NetworkPolicy(str(spec.runtime.network), list(spec.runtime.allow)),
+            memory=self.memory, scheduler=TaskScheduler(home / ".den" / "schedule.db"),
+            settings={"search_provider": self.env.get("DEN_SEARCH_PROVIDER", "searxng"),
+                      "search_url": self.env.get("DEN_SEARCH_URL", ""),
+                      "search_key": self.env.get("DEN_SEARCH_KEY", "")},
+        )
+        self.interceptor = ToolInterceptor(tools_for(spec), context)
         model = ModelClient(spec.model, self.env)
         checks = CheckRunner(spec.checks, model)
-        self.agent_loop = AgentLoop(spec, model, None, checks=checks)
+        self.agent_loop = AgentLoop(spec, model, self.interceptor, memory=self.memory, checks=checks)
         self.check_counts = checks.counts
-        if home is not None:
-            self.sessions = Sessions(home / ".den" / "sessions.db")
+        self.runs = LoopRunner(spec, self.agent_loop, RunStore(home / ".den" / "runs.db"))
 
     def record_usage(self, usage: Mapping[str, Any] | None) -> None:
         if not usage:
@@ -80,4 +105,7 @@ class RuntimeState:
             "cost_usd": round(self.cost_usd, 6),
             "checks": dict(self.check_counts),
             "sessions": self.sessions.count() if self.sessions is not None else 0,
+            "tools": self.interceptor.stats() if self.interceptor is not None else {},
+            "memory": {"memos": self.memory.count() if self.memory is not None else 0},
+            "cron": {"declared": [c.name for c in self.agent.spec.cron]},
         }

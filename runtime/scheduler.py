@@ -1,0 +1,40 @@
+"""Tasks the agent schedules for itself (``schedule_task``), kept on its volume.
+
+Declared cron entries and these tasks are run by the scheduler of the cron
+issue; this module validates and persists them, and lists them.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+
+class TaskScheduler:
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("CREATE TABLE IF NOT EXISTS tasks (name TEXT PRIMARY KEY, body TEXT NOT NULL)")
+
+    def schedule(self, name: str, schedule: str, prompt: str) -> dict[str, Any]:
+        from croniter import croniter
+
+        if not croniter.is_valid(schedule):
+            raise ValueError(f"{schedule!r} is not a valid cron expression (e.g. '0 9 * * 1-5')")
+        task = {"name": name, "schedule": schedule, "prompt": prompt,
+                "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "next_run": croniter(schedule, time.time()).get_next(float)}
+        with self._lock:
+            self._db.execute("INSERT INTO tasks VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET body = excluded.body",
+                             (name, json.dumps(task)))
+        return task
+
+    def list(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return [json.loads(r[0]) for r in self._db.execute("SELECT body FROM tasks ORDER BY name")]

@@ -1,0 +1,76 @@
+"""memo_write, memo_search, memo_list and schedule_task: through the memory and scheduler interfaces."""
+
+from __future__ import annotations
+
+from den.runtime.tools.base import DenTool, ToolContext, ToolResult
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class MemoWriteArgs(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    text: str = Field(..., min_length=1, max_length=8000, description="What to remember.")
+    tags: str = Field("", max_length=200, description="Comma-separated tags.")
+
+
+class MemoWrite(DenTool):
+    name = "memo_write"
+    description = "Remember something for later (it survives restarts)."
+    Arguments = MemoWriteArgs
+
+    async def run(self, args: MemoWriteArgs, ctx: ToolContext) -> ToolResult:
+        memo = ctx.memory.write(args.text, args.tags)
+        return ToolResult(True, f"remembered (memo {memo.id})", memo.as_dict())
+
+
+class MemoSearchArgs(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    query: str = Field(..., min_length=1)
+    limit: int = Field(5, ge=1, le=50)
+
+
+class MemoSearch(DenTool):
+    name = "memo_search"
+    description = "Search what you remembered."
+    Arguments = MemoSearchArgs
+
+    async def run(self, args: MemoSearchArgs, ctx: ToolContext) -> ToolResult:
+        found = ctx.memory.search(args.query, args.limit)
+        return ToolResult(True, "\n".join(f"[{m.id}] {m.text}" for m in found) or "nothing found",
+                          {"memos": [m.as_dict() for m in found]})
+
+
+class MemoListArgs(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    limit: int = Field(20, ge=1, le=200)
+    offset: int = Field(0, ge=0)
+
+
+class MemoList(DenTool):
+    name = "memo_list"
+    description = "List your most recent memos."
+    Arguments = MemoListArgs
+
+    async def run(self, args: MemoListArgs, ctx: ToolContext) -> ToolResult:
+        memos = ctx.memory.list(args.limit, args.offset)
+        return ToolResult(True, "\n".join(f"[{m.id}] {m.text}" for m in memos) or "no memos",
+                          {"memos": [m.as_dict() for m in memos]})
+
+
+class ScheduleArgs(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(..., pattern=r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+    schedule: str = Field(..., description="Cron expression, e.g. '0 9 * * 1-5'.")
+    prompt: str = Field(..., min_length=1, description="What to do at each run.")
+
+
+class ScheduleTask(DenTool):
+    name = "schedule_task"
+    description = "Schedule a prompt for yourself on a cron schedule."
+    Arguments = ScheduleArgs
+
+    async def run(self, args: ScheduleArgs, ctx: ToolContext) -> ToolResult:
+        try:
+            task = ctx.scheduler.schedule(args.name, args.schedule, args.prompt)
+        except ValueError as exc:
+            return ToolResult.error(str(exc))
+        return ToolResult(True, f"scheduled {args.name} ({args.schedule})", task)
