@@ -295,3 +295,27 @@ def test_a_missing_image_is_refused_with_how_to_build_it(den, world, den_home) -
     assert result.code == 1 and "image den-no-such-image:1 not found" in result.stderr
     assert "make image" in result.stderr
     assert not (den_home / "state.db").exists()
+
+
+def test_an_agent_in_a_container_uses_tools_and_answers_den_connect(den, world) -> None:
+    from openai import OpenAI
+
+    name, path = world["agentfile"](tools=["file_write", "file_read", "memo_write"])
+    assert den("up", str(path)).code == 0
+    api = json.loads(den("api", name, "-o", "json").stdout)
+    client = OpenAI(base_url=api["base_url"], api_key=api["token"])
+    asked = ('TOOL:file_write {"path": "hello.txt", "content": "written inside the den"}\n'
+             'TOOL:file_read {"path": "hello.txt"}')
+    answer = client.chat.completions.create(model=name, messages=[{"role": "user", "content": asked}])
+    assert answer.choices[0].message.content == "Tool result: written inside the den"
+    stored = den("exec", name, "--", "cat", "/den/workspace/hello.txt")
+    assert stored.stdout == "written inside the den"
+    streamed = client.chat.completions.create(model=name, stream=True,
+                                              messages=[{"role": "user", "content": asked}])
+    assert "written inside the den" in "".join(c.choices[0].delta.content or "" for c in streamed if c.choices)
+    connected = den("connect", name, "-m", "are you there?")
+    assert connected.code == 0, connected.output
+    assert connected.stdout.strip() == "Hello from the scripted model. You said: are you there?"
+    remembered = den("memory", name, "--add", "Den agents remember.")
+    assert remembered.code == 0 and "remembered" in remembered.stdout
+    assert "Den agents remember." in den("memory", name).stdout
