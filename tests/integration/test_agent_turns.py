@@ -91,3 +91,11 @@ def test_a_streamed_turn_ends_with_its_den_metadata(scripted_model, serve_runtim
     last = events[-1]
     assert last["den"]["type"] == "turn" and last["den"]["stop_reason"] == "stop"
     assert last["choices"][0]["finish_reason"] == "stop"
+
+
+def test_the_openapi_document_describes_the_whole_api(scripted_model, serve_runtime) -> None:
+    url = serve_runtime(agent_resource(base_url=scripted_model.base_url))
+    paths = httpx.get(f"{url}/openapi.json").json()["paths"]
+    for path in ("/v1/chat/completions", "/v1/models", "/den/v1/status", "/den/v1/memory",
+                 "/den/v1/tools", "/den/v1/tools/{name}", "/den/v1/runs", "/healthz", "/readyz"):
+        assert path in paths, path
