@@ -17,11 +17,12 @@ from typing import Any
 
 import yaml
 import yaml.scanner
+from pydantic import BaseModel, ValidationError
+
 from den.api.agentfile import Agentfile, LocatedError
 from den.api.errors import InvalidAgentfile, Problem
 from den.api.resource import API_VERSION, KIND, Agent, to_agent
 from den.api.suggest import did_you_mean
-from pydantic import BaseModel, ValidationError
 
 AGENTFILE_NAMES = ("Agentfile", "Agentfile.yaml", "Agentfile.yml")
 

@@ -10,8 +10,9 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from den.api.agentfile import Agentfile, AgentSpec, validate_dns_label, validate_labels
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from den.api.agentfile import Agentfile, AgentSpec, validate_dns_label, validate_labels
 
 GROUP = "den.dev"
 VERSION = "v1alpha1"

@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Callable
 
 import typer
+
 from den.cli.main import app
 from den.cli.resources import NamespaceOption
 
@@ -46,6 +47,7 @@ def stream_answer(
     on_event: Callable[[dict], None],
 ) -> None:
     import httpx
+
     from den.api.errors import DenError
 
     body = {"model": model, "stream": True, "messages": [{"role": "user", "content": message}], "user": session}
@@ -134,6 +136,7 @@ def connect(
 
 def _show_memory(endpoint: str, headers: dict[str, str]) -> None:
     import httpx
+
     from den.cli.output import say
 
     response = httpx.get(f"{endpoint}/den/v1/memory", headers=headers, timeout=30)

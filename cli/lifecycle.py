@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import typer
+
 from den.cli.main import app
 from den.cli.output import Format, emit, err_console, say, table
 from den.cli.resources import NamespaceOption, load_inputs
@@ -46,6 +47,7 @@ def _ensure_image(backend, image: str) -> None:
     import subprocess
 
     import docker.errors
+
     from den.api.errors import DenError
 
     try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import typer
+
 from den.cli.main import app
 from den.cli.output import Format, emit, table
 from den.cli.resources import NamespaceOption
@@ -28,6 +29,7 @@ def memory(
       den memory research-analyst --add "The user prefers short answers."
     """
     import httpx
+
     from den.api.errors import DenError
     from den.cli.connect import _target
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+
 from den.cli.main import app
 from den.cli.output import say
 

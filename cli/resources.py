@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import typer
+
 from den.cli.main import app
 from den.cli.output import Format, age, emit, say, table
 

@@ -7,7 +7,10 @@ Writes bench/results/<UTC time>.json and bench/results/latest.json and prints a 
   on /readyz (the same criterion; /healthz answers earlier, while the model
   library is still loading, and is reported too);
 - heal_after_rm_s: `docker rm -f` of a running agent until its API answers again;
-- cli_help_ms / cli_status_ms: start-up of `den --help` and `den status` (median of 7).
+- cli_help_ms / cli_status_ms: start-up of `den --help` and `den status` (median of 7);
+- api_*: 200 plain chat completions through the agent's API against the scripted
+  model called directly (p50, p99 and their ratio), and the first-token latency the
+  agent adds when streaming (both in this process, real HTTP on 127.0.0.1).
 """
 
 from __future__ import annotations
@@ -59,6 +62,7 @@ def agentfile(folder: Path, name: str) -> Path:
 def bare_run(name: str) -> tuple[float, float]:
     """Seconds to the first 200 of /healthz and of /readyz (the criterion `den up` waits for)."""
     import docker
+
     from den.operator.docker_backend import _tar
 
     client = docker.from_env()
@@ -85,6 +89,87 @@ def bare_run(name: str) -> tuple[float, float]:
         container.remove(force=True, v=True)
 
 
+class _Served:
+    """uvicorn in a thread on 127.0.0.1 (this machine only)."""
+
+    def __init__(self, app) -> None:
+        import socket
+        import threading
+
+        import uvicorn
+
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.url = f"http://127.0.0.1:{port}"
+
+    def __enter__(self) -> str:
+        self.thread.start()
+        while not self.server.started:
+            time.sleep(0.01)
+        return self.url
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+def api_overhead(requests: int = 200) -> dict[str, float]:
+    """A plain chat completion through the agent's API vs the scripted model directly (same
+    process, real HTTP on loopback), and the first-token latency the agent adds when streaming."""
+    import httpx
+
+    from den.api.resource import Agent
+    from den.runtime.app import create_app
+    from den.runtime.scripted_model import create_scripted_app
+
+    body = {"model": "scripted", "messages": [{"role": "user", "content": "ping"}]}
+
+    def timings(url: str, stream: bool, count: int = requests) -> list[float]:
+        out = []
+        with httpx.Client(timeout=30) as client:
+            for _ in range(count):
+                start = time.perf_counter()
+                if stream:
+                    with client.stream("POST", f"{url}/v1/chat/completions", json={**body, "stream": True}) as r:
+                        for line in r.iter_lines():
+                            if '"content"' in line and '"content": ""' not in line and '"content":""' not in line:
+                                break  # the first token arrived
+                else:
+                    client.post(f"{url}/v1/chat/completions", json=body).raise_for_status()
+                out.append(time.perf_counter() - start)
+        return out
+
+    with _Served(create_scripted_app()) as model_url:
+        agent = Agent.model_validate({"metadata": {"name": "bench", "generation": 1},
+                                      "spec": {"model": {"provider": "openai", "name": "scripted",
+                                                         "base_url": f"{model_url}/v1"}}})
+        app = create_app(agent, env={})
+        with _Served(app) as agent_url:
+            while httpx.get(f"{agent_url}/readyz").status_code != 200:
+                time.sleep(0.1)
+            timings(agent_url, False, count=10)  # warm up
+            direct, through = timings(model_url, False), timings(agent_url, False)
+            direct_first, through_first = timings(model_url, True), timings(agent_url, True)
+    return {
+        "api_direct_p50_ms": percentile(direct, 0.5) * 1000,
+        "api_direct_p99_ms": percentile(direct, 0.99) * 1000,
+        "api_agent_p50_ms": percentile(through, 0.5) * 1000,
+        "api_agent_p99_ms": percentile(through, 0.99) * 1000,
+        "api_overhead_ratio_p50": percentile(through, 0.5) / percentile(direct, 0.5),
+        "first_token_direct_p50_ms": percentile(direct_first, 0.5) * 1000,
+        "first_token_agent_p50_ms": percentile(through_first, 0.5) * 1000,
+        "first_token_added_p50_ms": (percentile(through_first, 0.5) - percentile(direct_first, 0.5)) * 1000,
+    }
+
+
 def main() -> int:
     home = Path(tempfile.mkdtemp(prefix="den-bench-"))
     env = {**os.environ, "DEN_HOME": str(home), "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
@@ -93,6 +178,7 @@ def main() -> int:
     try:
         results["cli_help_ms"] = statistics.median(timed([*DEN, "--help"], env) for _ in range(7)) * 1000
         results["cli_status_ms"] = statistics.median(timed([*DEN, "status"], env) for _ in range(7)) * 1000
+        results.update(api_overhead())
         results["bare_run_healthz_200_s"], results["bare_run_readyz_200_s"] = bare_run(name)
         path = agentfile(home, name)
         start = time.monotonic()

@@ -25,6 +25,7 @@ def main() -> int:
     import logging
 
     import uvicorn
+
     from den.runtime.app import create_app
     from den.runtime.logging import configure_logging
 

@@ -9,18 +9,18 @@ from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from den.api.resource import Agent
-from den.runtime.completions import load_litellm
-from den.runtime.logging import RequestContextMiddleware
-from den.runtime.openai_types import error_response
-from den.runtime.routes import den, health, openai
-from den.runtime.state import RuntimeState
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from den import __version__
+from den.api.resource import Agent
+from den.runtime.completions import load_litellm
+from den.runtime.logging import RequestContextMiddleware
+from den.runtime.openai_types import error_response
+from den.runtime.routes import den, health, openai
+from den.runtime.state import RuntimeState
 
 log = logging.getLogger("den.runtime")
 

@@ -27,6 +27,7 @@ def load_litellm() -> ModuleType:
     """litellm, imported once, quiet, and without fetching its cost map from the network."""
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
     import litellm
+
     from den.runtime.logging import quiet_library_loggers
 
     litellm.suppress_debug_info = True

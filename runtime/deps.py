@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
+from fastapi import Depends, Request
+
 from den.api.resource import Agent
 from den.runtime.state import RuntimeState
-from fastapi import Depends, Request
 
 
 def get_state(request: Request) -> RuntimeState:

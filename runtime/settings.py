@@ -24,8 +24,9 @@ from collections.abc import Mapping, MutableMapping
 from pathlib import Path
 from typing import Literal
 
-from den.api.resource import Agent
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from den.api.resource import Agent
 
 PREFIX = "DEN_"
 

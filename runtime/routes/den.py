@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from fastapi import APIRouter, HTTPException
+from pydantic import BaseModel, ConfigDict, Field
+
 from den.runtime.agent.loops import RunError
 from den.runtime.agent.model import ModelError
 from den.runtime.deps import Authorized, StateDep
-from fastapi import APIRouter, HTTPException
-from pydantic import BaseModel, ConfigDict, Field
 
 router = APIRouter(prefix="/den/v1", tags=["den"], dependencies=Authorized)
 

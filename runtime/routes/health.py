@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from den.runtime.deps import StateDep
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
+
+from den.runtime.deps import StateDep
 
 router = APIRouter(tags=["health"])
 

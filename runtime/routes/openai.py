@@ -8,6 +8,9 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+
 from den.runtime.agent.loop import Turn
 from den.runtime.agent.model import ModelError
 from den.runtime.completions import TurnStream, sse, turn_body
@@ -15,8 +18,6 @@ from den.runtime.deps import Authorized, StateDep
 from den.runtime.logging import redact
 from den.runtime.openai_types import ChatCompletionRequest, error_response
 from den.runtime.state import RuntimeState
-from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, StreamingResponse
 
 router = APIRouter(prefix="/v1", tags=["openai"], dependencies=Authorized)
 log = logging.getLogger("den.runtime.openai")

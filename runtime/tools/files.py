@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from den.runtime.tools.base import DenTool, ToolContext, ToolResult, capped
 from pydantic import BaseModel, ConfigDict, Field
+
+from den.runtime.tools.base import DenTool, ToolContext, ToolResult, capped
 
 READ_CAP = 1024 * 1024
 WRITE_CAP = 1024 * 1024

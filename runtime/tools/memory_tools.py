@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from den.runtime.tools.base import DenTool, ToolContext, ToolResult
 from pydantic import BaseModel, ConfigDict, Field
+
+from den.runtime.tools.base import DenTool, ToolContext, ToolResult
 
 
 class MemoWriteArgs(BaseModel):

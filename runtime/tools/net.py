@@ -6,8 +6,9 @@ import re
 from html.parser import HTMLParser
 from urllib.parse import urlparse
 
-from den.runtime.tools.base import DenTool, ToolContext, ToolResult, capped
 from pydantic import BaseModel, ConfigDict, Field
+
+from den.runtime.tools.base import DenTool, ToolContext, ToolResult, capped
 
 FETCH_CAP = 2 * 1024 * 1024
 HTTP_CAP = 1024 * 1024

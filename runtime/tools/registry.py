@@ -14,13 +14,14 @@ from collections.abc import Awaitable, Callable
 from importlib.metadata import entry_points
 from typing import Any
 
+from pydantic import ValidationError
+
 from den.api.agentfile import AgentSpec
 from den.runtime.tools.base import DenTool, ToolContext, ToolResult
 from den.runtime.tools.files import FileList, FileRead, FileWrite
 from den.runtime.tools.memory_tools import MemoList, MemoSearch, MemoWrite, ScheduleTask
 from den.runtime.tools.net import HttpRequest, WebFetch, WebSearch
 from den.runtime.tools.shell import ShellExec
-from pydantic import ValidationError
 
 BUILTINS: dict[str, type[DenTool]] = {
     tool.name: tool

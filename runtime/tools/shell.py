@@ -6,8 +6,9 @@ import asyncio
 import os
 import signal
 
-from den.runtime.tools.base import DenTool, ToolContext, ToolResult, capped
 from pydantic import BaseModel, ConfigDict, Field
+
+from den.runtime.tools.base import DenTool, ToolContext, ToolResult, capped
 
 MAX_TIMEOUT = 300
 

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import httpx
 import pytest
+
 from den.api.resource import Agent
 from den.runtime.tools.base import NetworkPolicy, ToolContext
 from den.runtime.tools.registry import BUILTINS, ToolInterceptor
-
 from tests.integration.conftest import agent_resource
 
 TOOLS = ["file_read", "file_write", "file_list", "shell_exec", "memo_write", "memo_search", "http_request"]

@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 
 import httpx
-from den.api.resource import Agent
 
+from den.api.resource import Agent
 from tests.conftest import serve_app
 from tests.integration.conftest import ScriptedModel, agent_resource
 

@@ -34,7 +34,6 @@ def gateway_ip(docker_client) -> str:
 def scripted(docker_client):
     """The scripted model, listening on the Docker bridge gateway (this machine only)."""
     from den.runtime.scripted_model import create_scripted_app
-
     from tests.conftest import serve_app
 
     host = gateway_ip(docker_client)

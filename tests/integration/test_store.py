@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from den.api.agentfile import AgentSpec
 from den.api.errors import AlreadyExists, Conflict, NotFound
 from den.api.resource import Agent, AgentStatus, Condition, ObjectMeta

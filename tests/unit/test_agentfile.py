@@ -7,12 +7,13 @@ from pathlib import Path
 
 import pytest
 import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
 from den.api.agentfile import BUILTIN_TOOLS, Agentfile, parse_memory_mb
 from den.api.errors import InvalidAgentfile, Problem
 from den.api.loader import YamlLoader, dump_yaml, load_paths, load_text
 from den.api.resource import Agent, agentfile_document, to_agent, to_agentfile
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPLETE_EXAMPLE = ROOT / "examples" / "research-analyst" / "Agentfile"

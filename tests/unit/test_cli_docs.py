@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer.main
+
 from den.cli.main import _register, app
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -7,6 +7,7 @@ from pathlib import Path
 import jsonschema
 import pytest
 import yaml
+
 from den.api import crd
 from den.api.loader import load_paths
 
@@ -83,8 +84,9 @@ def test_kubernetes_and_den_reject_the_same_bad_values(field: tuple, value) -> N
         target = target[part]
     target[field[-1]] = value
     assert list(spec_validator().iter_errors(spec)), f"CRD schema accepted {field}={value}"
-    from den.api.agentfile import AgentSpec
     from pydantic import ValidationError
+
+    from den.api.agentfile import AgentSpec
 
     with pytest.raises(ValidationError):
         AgentSpec.model_validate(spec)

@@ -24,11 +24,12 @@ from typing import Any
 
 import pytest
 import yaml
+from pydantic import BaseModel
+from pydantic.fields import FieldInfo
+
 from den.api.agentfile import BUILTIN_TOOLS, Agentfile
 from den.api.loader import YamlLoader, dump_yaml, load_text
 from den.api.resource import to_agentfile
-from pydantic import BaseModel
-from pydantic.fields import FieldInfo
 
 ROOT = Path(__file__).resolve().parents[2]
 REFERENCE = ROOT / "docs" / "agentfile.md"

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+
 from den.runtime.scripted_model import (
     EMBEDDING_DIMENSIONS,
     answer,
@@ -18,7 +19,6 @@ from den.runtime.scripted_model import (
     parse_rules,
     split_words,
 )
-
 from tests.conftest import serve_app
 
 WEATHER_TOOL = {"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}
