@@ -104,11 +104,14 @@ def connect(
     console = err_console()
     console.print(f"connected to [bold]{name}[/bold] at {endpoint} (session {session}); /quit to leave")
 
+    from rich.markup import escape
+
     def show_event(event: dict) -> None:
         if event.get("type") == "tool_call":
-            console.print(f"[dim][tool:{event.get('tool')}] {str(event.get('arguments', ''))[:200]}[/dim]")
+            line = f"[tool:{event.get('tool')}] {str(event.get('arguments', ''))[:200]}"
+            console.print(f"[dim]{escape(line)}[/dim]")
         elif event.get("type") == "revise":
-            console.print("[dim][check] revising the answer[/dim]")
+            console.print("[dim]\\[check] revising the answer[/dim]")
 
     while True:
         try:
