@@ -188,3 +188,25 @@ def test_a_custom_tool_from_an_entry_point_works_end_to_end(scripted_model, serv
     body = ask(url, 'TOOL:word_count {"text": "one two three"}')
     assert body["choices"][0]["message"]["content"] == "Tool result: 3 words"
     assert os.environ.get("DEN_API_TOKEN") is None
+
+
+def test_the_chain_runs_the_loops_in_agentfile_order(serve_runtime) -> None:
+    from den.runtime.scripted_model import create_scripted_app
+    from tests.conftest import serve_app
+
+    rules = [
+        {"match": "^Research goal", "reply": "SUFFICIENT: the sky is blue"},
+        {"match": "^Plan how", "reply": '["look up", "write it down"]'},
+        {"match": "^Goal: .*Execute step", "reply": "done"},
+        {"match": "^Verify this work", "reply": '{"pass": true, "reason": "meets the criteria"}'},
+    ]
+    with serve_app(create_scripted_app(rules)) as model_url:
+        url = serve_runtime(agent_with(f"{model_url}/v1", loops=[
+            {"type": "research", "max_iterations": 2}, {"type": "plan", "max_iterations": 2},
+            {"type": "execute", "max_iterations": 5}, {"type": "verify", "max_iterations": 2},
+        ]))
+        run = httpx.post(f"{url}/den/v1/runs", json={"goal": "why is the sky blue", "chain": True}, timeout=60).json()
+    assert run["status"] == "succeeded", run
+    assert run["loops"] == ["research", "plan", "execute", "verify"]
+    assert run["plan"] == ["look up", "write it down"] and run["done_steps"] == run["plan"]
+    assert [i["loop"] for i in run["iterations"]] == ["research", "plan", "execute", "execute", "verify"]
