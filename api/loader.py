@@ -307,7 +307,3 @@ def dump_yaml(data: Any) -> str:
     """YAML for people: keys in model order, block strings, no aliases."""
     _BlockDumper.ignore_aliases = lambda self, data: True  # type: ignore[method-assign]
     return yaml.dump(data, Dumper=_BlockDumper, sort_keys=False, allow_unicode=True)
-
-
-def dump_yaml_all(documents: Iterable[Any]) -> str:
-    return "---\n".join(dump_yaml(d) for d in documents)

@@ -202,10 +202,6 @@ class Store:
                         "INSERT INTO den_migrations VALUES (?, ?, ?)", (version, name, now())
                     )
 
-    def schema_version(self) -> int:
-        row = self._db.execute("SELECT MAX(version) FROM den_migrations").fetchone()
-        return int(row[0] or 0)
-
     def _next_rv(self, db: sqlite3.Connection) -> int:
         db.execute("UPDATE counters SET value = value + 1 WHERE name = 'resourceVersion'")
         row = db.execute("SELECT value FROM counters WHERE name = 'resourceVersion'").fetchone()

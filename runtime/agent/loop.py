@@ -10,7 +10,6 @@ checks' retry limit.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -136,11 +135,3 @@ class AgentLoop:
 def revision_request(failed: list[CheckOutcome]) -> str:
     reasons = "\n".join(f"- {o.name}: {o.reason}" for o in failed)
     return f"Your answer did not pass these checks:\n{reasons}\nRevise the answer so it passes them."
-
-
-def tool_arguments(raw: str) -> dict[str, Any]:
-    try:
-        value = json.loads(raw or "{}")
-    except json.JSONDecodeError:
-        return {}
-    return value if isinstance(value, dict) else {}
