@@ -7,11 +7,12 @@ and the memo tools use; semantic recall (sqlite-vec) will sit behind it.
 from __future__ import annotations
 
 import re
-import sqlite3
 import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from den.runtime.sqlite import open_db
 
 
 @dataclass
@@ -27,18 +28,14 @@ class Memo:
 
 class SqliteMemos:
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute(
+        self._db = open_db(
+            path,
             "CREATE TABLE IF NOT EXISTS memos (id INTEGER PRIMARY KEY, text TEXT NOT NULL, "
-            "tags TEXT NOT NULL DEFAULT '', created TEXT NOT NULL)"
-        )
-        self._db.execute("CREATE VIRTUAL TABLE IF NOT EXISTS memos_fts USING fts5(text, content='memos', content_rowid='id')")
-        self._db.execute(
+            "tags TEXT NOT NULL DEFAULT '', created TEXT NOT NULL)",
+            "CREATE VIRTUAL TABLE IF NOT EXISTS memos_fts USING fts5(text, content='memos', content_rowid='id')",
             "CREATE TRIGGER IF NOT EXISTS memos_ai AFTER INSERT ON memos BEGIN "
-            "INSERT INTO memos_fts(rowid, text) VALUES (new.id, new.text); END"
+            "INSERT INTO memos_fts(rowid, text) VALUES (new.id, new.text); END",
         )
 
     def write(self, text: str, tags: str = "") -> Memo:

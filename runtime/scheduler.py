@@ -7,20 +7,18 @@ issue; this module validates and persists them, and lists them.
 from __future__ import annotations
 
 import json
-import sqlite3
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
+from den.runtime.sqlite import open_db
+
 
 class TaskScheduler:
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("CREATE TABLE IF NOT EXISTS tasks (name TEXT PRIMARY KEY, body TEXT NOT NULL)")
+        self._db = open_db(path, "CREATE TABLE IF NOT EXISTS tasks (name TEXT PRIMARY KEY, body TEXT NOT NULL)")
 
     def schedule(self, name: str, schedule: str, prompt: str) -> dict[str, Any]:
         from croniter import croniter

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import re
-import sqlite3
 import threading
 import time
 import uuid
@@ -31,6 +30,7 @@ from typing import Any
 from den.api.agentfile import AgentSpec, LoopSpec
 from den.runtime.agent.checks import parse_verdict
 from den.runtime.agent.loop import AgentLoop
+from den.runtime.sqlite import open_db
 
 MAX_PLAN_STEPS = 20
 
@@ -229,11 +229,8 @@ class RunStore:
     """Runs kept on the agent's volume so their steps can be read after the fact."""
 
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("CREATE TABLE IF NOT EXISTS runs (id TEXT PRIMARY KEY, started REAL, body TEXT)")
+        self._db = open_db(path, "CREATE TABLE IF NOT EXISTS runs (id TEXT PRIMARY KEY, started REAL, body TEXT)")
 
     def save(self, run: Run) -> None:
         with self._lock:

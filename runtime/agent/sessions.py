@@ -3,23 +3,22 @@
 from __future__ import annotations
 
 import json
-import sqlite3
 import threading
 import time
 from pathlib import Path
 from typing import Any
+
+from den.runtime.sqlite import open_db
 
 MAX_MESSAGES = 200  # oldest turns are dropped past this, keeping the context bounded
 
 
 class Sessions:
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute(
-            "CREATE TABLE IF NOT EXISTS sessions (id TEXT PRIMARY KEY, updated REAL NOT NULL, messages TEXT NOT NULL)"
+        self._db = open_db(
+            path,
+            "CREATE TABLE IF NOT EXISTS sessions (id TEXT PRIMARY KEY, updated REAL NOT NULL, messages TEXT NOT NULL)",
         )
 
     def load(self, session_id: str) -> list[dict[str, Any]]:
