@@ -95,13 +95,18 @@ class ToolInterceptor:
             if result is not None:
                 await result
 
-    def argument_problem(self, name: str, data: dict[str, Any]) -> str | None:
-        """Why ``data`` is not valid for tool ``name``, or None."""
+    def _parse(self, name: str, data: dict[str, Any]) -> tuple[Any, str | None]:
+        """The tool's validated arguments, or why ``data`` is not valid for it."""
         try:
-            self.tools[name].Arguments.model_validate(data)
+            return self.tools[name].Arguments.model_validate(data), None
         except ValidationError as exc:
-            return "; ".join(f"{'.'.join(map(str, e['loc'])) or 'arguments'}: {e['msg']}" for e in exc.errors())
-        return None
+            return None, "; ".join(
+                f"{'.'.join(map(str, e['loc'])) or 'arguments'}: {e['msg']}" for e in exc.errors()
+            )
+
+    def argument_problem(self, name: str, data: dict[str, Any]) -> str | None:
+        """Why ``data`` is not valid for tool ``name``, or None (the direct endpoint's 422)."""
+        return self._parse(name, data)[1]
 
     async def call(self, name: str, raw: str | dict[str, Any] | None, allowed: list[str] | None = None) -> ToolResult:
         permitted = list(self.tools) if allowed is None else [n for n in allowed if n in self.tools]
@@ -116,12 +121,10 @@ class ToolInterceptor:
         except json.JSONDecodeError as exc:
             self.errors[name] += 1
             return ToolResult.error(f"arguments are not valid JSON: {exc.msg}")
-        try:
-            args = tool.Arguments.model_validate(data)
-        except ValidationError as exc:
+        args, problem = self._parse(name, data)
+        if problem is not None:
             self.errors[name] += 1
-            problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'arguments'}: {e['msg']}" for e in exc.errors())
-            return ToolResult.error(f"invalid arguments for {name}: {problems}")
+            return ToolResult.error(f"invalid arguments for {name}: {problem}")
         self.calls[name] += 1
         await self._emit("call", name, json.dumps(data)[:500])
         try:
