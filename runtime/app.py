@@ -16,6 +16,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from den import __version__
 from den.api.resource import Agent
+from den.api.contract import TOKEN_ENV
+from den.runtime.auth import BearerTokenMiddleware
 from den.runtime.completions import load_litellm
 from den.runtime.logging import RequestContextMiddleware
 from den.runtime.openai_types import error_response
@@ -34,6 +36,8 @@ def create_app(agent: Agent, *, env: Mapping[str, str] | None = None,
     are values redacted from every log line and error body (``__main__``
     passes the env file's values). ``home`` is the agent's volume: with it,
     conversations persist across restarts (``__main__`` passes ``/den``).
+    Every route but the probes needs ``env[DEN_API_TOKEN]`` as a bearer token;
+    without one configured the agent answers 503 (fail closed).
     """
     # Validate once more from plain data: defaults that are enum members (e.g. the default
     # verbosity) become their values, exactly as in a manifest read from DEN_CONFIG.
@@ -52,6 +56,7 @@ def create_app(agent: Agent, *, env: Mapping[str, str] | None = None,
 
     app = FastAPI(title=f"Den agent {agent.name}", version=__version__, lifespan=lifespan)
     app.state.runtime = state
+    app.add_middleware(BearerTokenMiddleware, token=lambda: state.env.get(TOKEN_ENV))
     app.add_middleware(RequestContextMiddleware)
     app.add_exception_handler(RequestValidationError, _invalid_request)
     app.add_exception_handler(StarletteHTTPException, _http_error)

@@ -9,9 +9,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from den.runtime.agent.loops import RunError
 from den.runtime.agent.model import ModelError
-from den.runtime.deps import Authorized, StateDep
+from den.runtime.deps import StateDep
 
-router = APIRouter(prefix="/den/v1", tags=["den"], dependencies=Authorized)
+router = APIRouter(prefix="/den/v1", tags=["den"])
 
 
 @router.get("/status")

@@ -14,12 +14,12 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from den.runtime.agent.loop import Turn
 from den.runtime.agent.model import ModelError
 from den.runtime.completions import TurnStream, sse, turn_body
-from den.runtime.deps import Authorized, StateDep
+from den.runtime.deps import StateDep
 from den.runtime.logging import redact
 from den.runtime.openai_types import ChatCompletionRequest, error_response
 from den.runtime.state import RuntimeState
 
-router = APIRouter(prefix="/v1", tags=["openai"], dependencies=Authorized)
+router = APIRouter(prefix="/v1", tags=["openai"])
 log = logging.getLogger("den.runtime.openai")
 
 

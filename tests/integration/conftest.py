@@ -17,7 +17,11 @@ import pytest
 
 from tests.conftest import free_port, serve_app
 
-__all__ = ["ScriptedModel", "agent_resource", "free_port", "serve_app"]
+__all__ = ["AUTH", "TOKEN", "ScriptedModel", "agent_resource", "free_port", "serve_app"]
+
+#: The API token ``serve_runtime`` gives an agent unless the test passes its own env.
+TOKEN = "den_test-token"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
 @dataclass
@@ -66,12 +70,14 @@ def agent_resource(name: str = "test-bot", *, generation: int = 3, **model: Any)
 
 @pytest.fixture
 def serve_runtime() -> Iterator[Callable[..., str]]:
-    """Serve ``create_app(agent, env=...)``; returns the runtime's root URL."""
+    """Serve ``create_app(agent, env=...)``; returns the runtime's root URL.
+
+    The agent's API token is :data:`TOKEN` (send :data:`AUTH`) unless ``env`` says otherwise."""
     from den.runtime.app import create_app
 
     with contextlib.ExitStack() as stack:
 
         def start(agent, env: Mapping[str, str] | None = None, home=None) -> str:
-            return stack.enter_context(serve_app(create_app(agent, env=dict(env or {}), home=home)))
+            return stack.enter_context(serve_app(create_app(agent, env={"DEN_API_TOKEN": TOKEN, **(env or {})}, home=home)))
 
         yield start

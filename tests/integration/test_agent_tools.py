@@ -15,7 +15,7 @@ import pytest
 from den.api.resource import Agent
 from den.runtime.tools.base import NetworkPolicy, ToolContext
 from den.runtime.tools.registry import BUILTINS, ToolInterceptor
-from tests.integration.conftest import agent_resource
+from tests.integration.conftest import AUTH, agent_resource
 
 TOOLS = ["file_read", "file_write", "file_list", "shell_exec", "memo_write", "memo_search", "http_request"]
 
@@ -28,7 +28,7 @@ def agent_with(base_url: str, **spec) -> Agent:
 
 def ask(url: str, text: str) -> dict:
     response = httpx.post(f"{url}/v1/chat/completions",
-                          json={"messages": [{"role": "user", "content": text}]}, timeout=60)
+                          json={"messages": [{"role": "user", "content": text}]}, headers=AUTH, timeout=60)
     assert response.status_code == 200, response.text
     return response.json()
 
@@ -41,7 +41,7 @@ def test_a_two_step_tool_conversation_writes_then_reads_a_file(scripted_model, s
     assert [s["tool"] for s in body["den"]["steps"]] == ["file_write", "file_read"]
     offered = {t["function"]["name"] for t in scripted_model.chat_bodies()[0]["tools"]}
     assert offered == set(TOOLS)
-    stats = httpx.get(f"{url}/den/v1/status").json()["tools"]
+    stats = httpx.get(f"{url}/den/v1/status", headers=AUTH).json()["tools"]
     assert stats["calls"] == {"file_write": 1, "file_read": 1}
 
 
@@ -50,22 +50,22 @@ def test_an_unlisted_tool_is_refused_when_the_model_asks_and_when_called_directl
     body = ask(url, 'TOOL!:shell_exec {"command": "echo pwned"}')
     answer = body["choices"][0]["message"]["content"]
     assert "not permitted" in answer and "pwned" not in answer.replace("echo pwned", "")
-    direct = httpx.post(f"{url}/den/v1/tools/shell_exec", json={"command": "echo pwned"})
+    direct = httpx.post(f"{url}/den/v1/tools/shell_exec", json={"command": "echo pwned"}, headers=AUTH)
     assert direct.status_code == 403 and "not permitted" in direct.json()["error"]["message"]
-    bad = httpx.post(f"{url}/den/v1/tools/file_read", json={"nope": 1})
+    bad = httpx.post(f"{url}/den/v1/tools/file_read", json={"nope": 1}, headers=AUTH)
     assert bad.status_code == 422 and "path" in bad.json()["error"]["message"]
     assert httpx.post(f"{url}/den/v1/tools/file_read", content=b"{not json",
                       headers={"Content-Type": "application/json"}).status_code == 400
-    status = httpx.get(f"{url}/den/v1/status").json()
+    status = httpx.get(f"{url}/den/v1/status", headers=AUTH).json()
     assert status["tools"]["refused"] == {"shell_exec": 2} and status["tools"]["refused_total"] == 2
-    listed = httpx.get(f"{url}/den/v1/tools").json()["tools"]
+    listed = httpx.get(f"{url}/den/v1/tools", headers=AUTH).json()["tools"]
     assert [t["function"]["name"] for t in listed] == ["file_read"]
 
 
 def test_memory_written_over_the_protocol_is_recalled_into_the_context(scripted_model, serve_runtime) -> None:
     url = serve_runtime(agent_with(scripted_model.base_url))
-    assert httpx.post(f"{url}/den/v1/memory", json={"text": "The user's cat is called Miso."}).status_code == 201
-    found = httpx.get(f"{url}/den/v1/memory", params={"q": "cat"}).json()
+    assert httpx.post(f"{url}/den/v1/memory", json={"text": "The user's cat is called Miso."}, headers=AUTH).status_code == 201
+    found = httpx.get(f"{url}/den/v1/memory", params={"q": "cat"}, headers=AUTH).json()
     assert found["items"][0]["text"] == "The user's cat is called Miso." and found["total"] == 1
     scripted_model.clear()
     ask(url, "What is my cat called?")
@@ -160,10 +160,10 @@ def test_http_request_respects_size_and_time_caps_and_the_network_policy(tmp_pat
 def test_a_loop_never_exceeds_max_iterations(scripted_model, serve_runtime) -> None:
     url = serve_runtime(agent_with(scripted_model.base_url,
                                    loops=[{"type": "research", "max_iterations": 3, "tools": ["memo_search"]}]))
-    run = httpx.post(f"{url}/den/v1/runs", json={"goal": "find the answer", "loop": "research"}, timeout=60).json()
+    run = httpx.post(f"{url}/den/v1/runs", json={"goal": "find the answer", "loop": "research"}, timeout=60, headers=AUTH).json()
     assert run["status"] == "exhausted" and len(run["iterations"]) == 3
-    assert httpx.get(f"{url}/den/v1/runs/{run['id']}").json()["iterations"][2]["number"] == 3
-    missing = httpx.post(f"{url}/den/v1/runs", json={"goal": "x", "loop": "verify"})
+    assert httpx.get(f"{url}/den/v1/runs/{run['id']}", headers=AUTH).json()["iterations"][2]["number"] == 3
+    missing = httpx.post(f"{url}/den/v1/runs", json={"goal": "x", "loop": "verify"}, headers=AUTH)
     assert missing.status_code == 422 and "not declared" in missing.json()["error"]["message"]
 
 
@@ -205,7 +205,7 @@ def test_the_chain_runs_the_loops_in_agentfile_order(serve_runtime) -> None:
             {"type": "research", "max_iterations": 2}, {"type": "plan", "max_iterations": 2},
             {"type": "execute", "max_iterations": 5}, {"type": "verify", "max_iterations": 2},
         ]))
-        run = httpx.post(f"{url}/den/v1/runs", json={"goal": "why is the sky blue", "chain": True}, timeout=60).json()
+        run = httpx.post(f"{url}/den/v1/runs", json={"goal": "why is the sky blue", "chain": True}, timeout=60, headers=AUTH).json()
     assert run["status"] == "succeeded", run
     assert run["loops"] == ["research", "plan", "execute", "verify"]
     assert run["plan"] == ["look up", "write it down"] and run["done_steps"] == run["plan"]

@@ -13,7 +13,7 @@ import httpx
 import pytest
 from openai import OpenAI
 
-from tests.integration.conftest import ScriptedModel, agent_resource, free_port
+from tests.integration.conftest import AUTH, TOKEN, ScriptedModel, agent_resource, free_port
 
 
 @pytest.fixture
@@ -22,7 +22,7 @@ def runtime(scripted_model: ScriptedModel, serve_runtime) -> str:
 
 
 def client_of(url: str) -> OpenAI:
-    return OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0)
+    return OpenAI(base_url=f"{url}/v1", api_key=TOKEN, max_retries=0)
 
 
 def test_a_plain_completion_is_answered_by_the_agents_model_under_the_agents_name(runtime) -> None:
@@ -93,13 +93,13 @@ def test_models_lists_the_agent_as_its_only_model(runtime) -> None:
 
 
 def test_status_counts_requests_and_tokens(runtime) -> None:
-    before = httpx.get(f"{runtime}/den/v1/status").json()
+    before = httpx.get(f"{runtime}/den/v1/status", headers=AUTH).json()
     assert before["requests"] == 0 and before["tokens"] == {"prompt": 0, "completion": 0, "total": 0}
     client = client_of(runtime)
     plain = client.chat.completions.create(model="test-bot", messages=[{"role": "user", "content": "one"}])
     list(client.chat.completions.create(model="test-bot", messages=[{"role": "user", "content": "two"}],
                                         stream=True))
-    status = httpx.get(f"{runtime}/den/v1/status").json()
+    status = httpx.get(f"{runtime}/den/v1/status", headers=AUTH).json()
     assert status["name"] == "test-bot" and status["namespace"] == "default"
     assert status["model"] == "openai/scripted" and status["generation"] == 3
     assert status["uptime_seconds"] >= 0
@@ -111,7 +111,7 @@ def test_status_counts_requests_and_tokens(runtime) -> None:
 
 def test_a_body_that_is_not_json_is_a_400_not_a_500(runtime) -> None:
     response = httpx.post(f"{runtime}/v1/chat/completions", content=b"{not json",
-                          headers={"content-type": "application/json"})
+                          headers={"content-type": "application/json", **AUTH})
     assert response.status_code == 400
     error = response.json()["error"]
     assert error["type"] == "invalid_request_error" and "not valid JSON" in error["message"]
@@ -124,7 +124,7 @@ def test_a_body_that_is_not_json_is_a_400_not_a_500(runtime) -> None:
     ({"messages": "hello"}, "messages"),
 ])
 def test_a_malformed_request_is_a_400_naming_the_field(runtime, body: dict, mentions: str) -> None:
-    response = httpx.post(f"{runtime}/v1/chat/completions", json=body)
+    response = httpx.post(f"{runtime}/v1/chat/completions", json=body, headers=AUTH)
     assert response.status_code == 400
     assert mentions in response.json()["error"]["message"]
 
@@ -133,13 +133,13 @@ def test_an_unreachable_model_is_a_502_with_an_openai_error(scripted_model, serv
     dead = f"http://127.0.0.1:{free_port()}/v1"
     runtime = serve_runtime(agent_resource(base_url=dead), env={"OPENAI_API_KEY": "sk-test-SECRET-123"})
     for stream in (False, True):
-        response = httpx.post(f"{runtime}/v1/chat/completions", timeout=60,
+        response = httpx.post(f"{runtime}/v1/chat/completions", timeout=60, headers=AUTH,
                               json={"messages": [{"role": "user", "content": "hi"}], "stream": stream})
         assert response.status_code == 502
         error = response.json()["error"]
         assert error["type"] == "upstream_error" and "model provider failed" in error["message"]
         assert "SECRET" not in response.text
-    status = httpx.get(f"{runtime}/den/v1/status").json()
+    status = httpx.get(f"{runtime}/den/v1/status", headers=AUTH).json()
     assert status["requests"] == 2 and status["errors"] == 2
 
 
@@ -177,7 +177,8 @@ def test_python_m_den_runtime_serves_the_agent_and_never_logs_the_env_file(
     config = tmp_path / "agent.json"
     config.write_text(json.dumps(agent_resource(base_url=scripted_model.base_url).manifest()))
     env_file = tmp_path / "env.json"
-    env_file.write_text(json.dumps({"OPENAI_API_KEY": "sk-never-LOGGED-42", "MY_SETTING": "on"}))
+    env_file.write_text(json.dumps({"OPENAI_API_KEY": "sk-never-LOGGED-42", "MY_SETTING": "on",
+                                    "DEN_API_TOKEN": TOKEN}))
     port = free_port()
     env = {**os.environ, "DEN_CONFIG": str(config), "DEN_ENV_FILE": str(env_file), "DEN_HOST": "127.0.0.1",
            "DEN_PORT": str(port), "DEN_HOME_DIR": str(tmp_path)}
