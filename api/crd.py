@@ -87,7 +87,6 @@ def spec_schema() -> dict[str, Any]:
 def status_schema() -> dict[str, Any]:
     raw = AgentStatus.model_json_schema(mode="validation")
     status = _inline(raw, raw.get("$defs", {}))
-    status["x-kubernetes-preserve-unknown-fields"] = True
     return status
 
 

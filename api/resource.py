@@ -67,7 +67,7 @@ class Condition(BaseModel):
 
 
 class CronStatus(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="forbid")
 
     name: str
     schedule: str = ""
@@ -79,15 +79,26 @@ class CronStatus(BaseModel):
 Phase = Literal["Pending", "Starting", "Running", "Stopped", "Failed", "Terminating"]
 
 
+class Backoff(BaseModel):
+    """How the operator is retrying a failed reconcile."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    retries: int = Field(..., ge=0, description="Failed reconciles in a row.")
+    nextRetrySeconds: float = Field(..., ge=0, description="Seconds until the next try.")  # noqa: N815
+
+
 class AgentStatus(BaseModel):
     """Observed state, written only by the reconciler."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="forbid")
 
     phase: Phase = "Pending"
     observedGeneration: int | None = None  # noqa: N815
     conditions: list[Condition] = Field(default_factory=list)
     endpoint: str | None = None
+    port: int | None = Field(None, ge=1, le=65535, description="Host port of the agent's API (kept across down/up).")
+    backoff: Backoff | None = None
     cron: list[CronStatus] = Field(default_factory=list)
 
     def condition(self, type_: str) -> Condition | None:

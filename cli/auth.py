@@ -27,14 +27,9 @@ def auth(
 
       den auth remove openai
     """
+    from den.api.contract import provider_key_name
     from den.api.errors import DenError
-    from den.operator.secrets import (
-        load_credentials,
-        mask,
-        provider_key_name,
-        remove_credential,
-        save_credential,
-    )
+    from den.operator.secrets import load_credentials, mask, remove_credential, save_credential
 
     if args[0] == "list":
         keys = load_credentials()
@@ -53,4 +48,5 @@ def auth(
     provider = args[0].lower()
     key = sys.stdin.readline().strip() if stdin else typer.prompt(f"{provider} API key", hide_input=True)
     save_credential(provider, key)
-    say(f"stored the key for {provider} ({mask(key)}); agents using provider {provider} get it as {provider_key_name(provider)}")
+    say(f"stored the key for {provider} ({mask(key)}); agents using provider {provider} get it as "
+        f"{provider_key_name(provider)} (running agents pick it up within seconds)")

@@ -21,8 +21,8 @@ from den.cli.resources import NamespaceOption
 
 def _target(name: str, namespace: str) -> tuple[str, dict[str, str]]:
     from den.api.errors import DenError
+    from den.operator.secrets import read_token
     from den.operator.store import open_store
-    from den.operator.tokens import read_token
 
     with open_store() as store:
         agent = store.get(name, namespace)

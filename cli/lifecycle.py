@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -15,57 +16,37 @@ from den.cli.output import Format, emit, err_console, say, table
 from den.cli.resources import NamespaceOption, load_inputs
 
 
-def _preflight(agents: list) -> Any:
-    """Everything that can fail before anything is stored: Docker, image, names, secrets."""
-    import os
+def _preflight(agents: list) -> None:
+    """Everything that can fail before anything is stored: the backend, images, names.
 
+    The same rules the reconciler stalls on (:func:`den.operator.plan.stalled_reason`),
+    checked on the same observed snapshot, so ``den up`` refuses with the same words."""
     from den.api.errors import DenError
-    from den.operator import names
     from den.operator.docker_backend import DockerBackend
-    from den.operator.secrets import load_credentials, resolve_env
+    from den.operator.plan import stalled_reason
 
     backend = DockerBackend()
-    backend.client  # noqa: B018 (raises BackendUnavailable with a clear message)
-    credentials = load_credentials()
-    envs = {}
+    backend.check()
+    for image in dict.fromkeys(agent.spec.runtime.base for agent in agents):
+        _ensure_image(backend, image)
     for agent in agents:
-        _ensure_image(backend, agent.spec.runtime.base)
-        existing = backend.client.containers.list(
-            all=True, filters={"name": f"^/{names.container_name(agent.name, agent.namespace)}$"}
-        )
-        for container in existing:
-            if (container.labels or {}).get(names.LABEL_AGENT) != agent.name:
-                raise DenError(
-                    f"a container named {container.name} already exists and Den does not own it",
-                    hint="remove or rename that container, or give the agent another name",
-                )
-        envs[agent.key] = resolve_env(agent, os.environ, credentials)
-    return backend, envs
+        problem = stalled_reason(agent, backend.observe(agent))
+        if problem:
+            raise DenError(problem[1], hint="den events " + agent.name)
 
 
 def _ensure_image(backend, image: str) -> None:
+    """A missing ``den-runtime:*`` image is built from this checkout (once); others are refused."""
     import subprocess
 
-    import docker.errors
-
-    from den.api.errors import DenError
-
-    try:
-        backend.client.images.get(image)
+    if backend.has_image(image):
         return
-    except docker.errors.ImageNotFound:
-        pass
     script = Path(__file__).resolve().parent.parent / "hack" / "build-image.sh"
     if image.startswith("den-runtime:") and script.exists():
         err_console().print(f"image {image} not found: building it with {script.name} (once)…")
         done = subprocess.run(["bash", str(script)], cwd=script.parent.parent)
-        if done.returncode == 0:
-            backend.client.images.get(image)
+        if done.returncode == 0 and backend.has_image(image):
             return
-    raise DenError(
-        f"image {image} not found",
-        hint="build it with `make image` (hack/build-image.sh) in a Den checkout",
-    )
 
 
 def _ready(agent) -> bool:
@@ -76,9 +57,18 @@ def _ready(agent) -> bool:
     return bool(ready and ready.status == "True")
 
 
+def _stalled(agent) -> str | None:
+    """The message of a Stalled=True condition for the current generation: waiting is futile."""
+    status = agent.status if agent else None
+    stalled = status.condition("Stalled") if status else None
+    if stalled and stalled.status == "True" and stalled.observedGeneration == agent.metadata.generation:
+        return stalled.message
+    return None
+
+
 def wait_for(store, keys: list[tuple[str, str]], done, timeout: float, what: str) -> None:
     """Wait with a live line per agent until ``done(agent_or_None)`` for all keys."""
-    from den.api.errors import WaitTimeout
+    from den.api.errors import DenError, WaitTimeout
 
     deadline = time.monotonic() + timeout
     console = err_console()
@@ -89,6 +79,10 @@ def wait_for(store, keys: list[tuple[str, str]], done, timeout: float, what: str
                 agent = store.find(name, namespace)
                 if not done(agent):
                     pending.append((name, agent))
+                    stalled = _stalled(agent)
+                    if stalled:
+                        raise DenError(f"agent {name} cannot become {what}: {stalled}",
+                                       hint=f"den events {name}")
             if not pending:
                 return
             if time.monotonic() > deadline:
@@ -116,28 +110,34 @@ def up(
 ) -> None:
     """Give an agent a home: store it, start the operator, wait until it answers.
 
+    ${VAR} references in runtime.env resolve from this command's environment,
+    then `den auth` keys; the operator delivers them (and the agent's API
+    token) to the agent, and running `den up` again with a changed environment
+    rolls the agent onto the new values.
+
     Examples:
 
       den up                      # ./Agentfile
 
-      den up examples/01-hello/Agentfile
+      den up examples/hello/Agentfile
+
+      OPENAI_API_KEY=sk-... den up examples/research-analyst/Agentfile
 
       den up agents/ --no-wait
     """
     from den.operator.controller import ensure_operator
-    from den.operator.secrets import write_runtime_env
+    from den.operator.secrets import capture_env
     from den.operator.store import open_store
-    from den.operator.tokens import TOKEN_ENV, ensure_token
 
     loaded = load_inputs([file])
     agents = []
     for item in loaded:
         spec = item.agent.spec.model_copy(update={"desiredState": "running"})
         agents.append(item.agent.model_copy(update={"spec": spec}))
-    _backend, envs = _preflight(agents)
+    _preflight(agents)
     with open_store() as store:
         for agent in agents:
-            write_runtime_env(agent, {**envs[agent.key], TOKEN_ENV: ensure_token(agent)})
+            capture_env(agent, os.environ)
         results = store.apply_all(agents)
         for result in results:
             say(f"agent.den.dev/{result.agent.name} {result.action}")
@@ -203,9 +203,7 @@ def destroy(
     """
     from den.operator import names
     from den.operator.controller import ensure_operator
-    from den.operator.secrets import forget_runtime_env
     from den.operator.store import open_store
-    from den.operator.tokens import forget_token
 
     with open_store() as store:
         agent = store.get(name, namespace)
@@ -220,8 +218,6 @@ def destroy(
         if store.find(name, namespace) is not None:
             ensure_operator()
             wait_for(store, [(namespace, name)], lambda a: a is None, timeout, "gone")
-        forget_runtime_env(agent)
-        forget_token(agent)
     say(f"agent.den.dev/{name} destroyed")
 
 
@@ -253,6 +249,7 @@ def status(
 
       den status -o json
     """
+    import dataclasses
     from concurrent.futures import ThreadPoolExecutor
 
     from den.operator.controller import operator_pid
@@ -268,7 +265,7 @@ def status(
         backend = DockerBackend()
         with ThreadPoolExecutor(max_workers=8) as pool:
             for index, found in zip(running, pool.map(lambda i: backend.stats(agents[i]), running), strict=True):
-                stats[index] = found
+                stats[index] = dataclasses.asdict(found) if found else None
     rows = []
     for agent, facts in zip(agents, stats, strict=True):
         rows.append({
@@ -338,32 +335,23 @@ def exec_(
 
       den exec -it research-analyst -- bash
     """
-    import os
-
-    from den.api.errors import DenError
     from den.operator.docker_backend import DockerBackend
     from den.operator.store import open_store
 
     with open_store() as store:
         agent = store.get(name, namespace)
     backend = DockerBackend()
-    container = backend.container(agent)
-    if container is None or container.status != "running":
-        raise DenError(f"agent {name} is not running", hint=f"den up … then den exec {name} -- …")
     if command and command[0] == "--":
         command = command[1:]
     if interactive or tty:
-        flags = "-" + ("i" if interactive else "") + ("t" if tty else "")
-        os.execvp("docker", ["docker", "exec", flags, container.name, *command])
-    result = container.exec_run(command, demux=True)
-    stdout, stderr = result.output if isinstance(result.output, tuple) else (result.output, None)
-    if stdout:
-        sys.stdout.buffer.write(stdout)
-        sys.stdout.flush()
-    if stderr:
-        sys.stderr.buffer.write(stderr)
-        sys.stderr.flush()
-    raise typer.Exit(result.exit_code or 0)
+        argv = backend.exec_argv(agent, command, interactive=interactive, tty=tty)
+        os.execvp(argv[0], argv)
+    result = backend.exec(agent, command)
+    sys.stdout.buffer.write(result.stdout)
+    sys.stdout.flush()
+    sys.stderr.buffer.write(result.stderr)
+    sys.stderr.flush()
+    raise typer.Exit(result.exit_code)
 
 
 @app.command()
@@ -389,7 +377,7 @@ def api(
     if not endpoint:
         raise DenError(f"agent {name} has no endpoint yet (phase {agent.status.phase if agent.status else 'Pending'})",
                        hint="den up … and wait for Ready; den status")
-    from den.operator.tokens import read_token
+    from den.operator.secrets import read_token
 
     token = read_token(agent) or ""
     body = json.dumps({"model": name, "messages": [{"role": "user", "content": "Hello!"}]})
@@ -423,39 +411,36 @@ def inspect(
 
       den inspect research-analyst
     """
+    from den.api.contract import TOKEN_ENV
     from den.operator.docker_backend import DockerBackend
-    from den.operator.secrets import mask, read_runtime_env
+    from den.operator.secrets import LocalCredentials, MissingVariable, mask
     from den.operator.store import open_store
 
     with open_store() as store:
         agent = store.get(name, namespace)
         events = store.events(name, namespace, limit=10)
-    env = {k: mask(v) for k, v in read_runtime_env(agent).items()}
+    try:
+        delivered = dict(LocalCredentials().secrets_for(agent, make_token=False).values)
+        env: dict[str, Any] = {k: mask(v) for k, v in sorted(delivered.items())}
+    except MissingVariable as exc:
+        env = {"error": exc.message}
     facts: dict[str, Any] = {}
     try:
-        container = DockerBackend().container(agent)
+        found = DockerBackend().facts(agent)
     except Exception as exc:  # inspect still shows the stored side without Docker
-        container = None
+        found = None
         facts["error"] = str(exc)
-    if container is not None:
-        attrs = container.attrs
-        host = attrs.get("HostConfig", {})
+    if found is not None:
         facts.update({
-            "id": container.short_id,
-            "name": container.name,
-            "image": attrs.get("Config", {}).get("Image"),
-            "state": attrs.get("State", {}).get("Status"),
-            "startedAt": attrs.get("State", {}).get("StartedAt"),
-            "restartCount": attrs.get("RestartCount"),
-            "nanoCpus": host.get("NanoCpus"),
-            "memoryBytes": host.get("Memory"),
-            "ports": host.get("PortBindings"),
-            "readOnlyRootfs": host.get("ReadonlyRootfs"),
-            "capDrop": host.get("CapDrop"),
+            "id": found.id, "name": found.name, "image": found.image, "state": found.state,
+            "startedAt": found.started_at, "restartCount": found.restart_count,
+            "nanoCpus": found.nano_cpus, "memoryBytes": found.memory_bytes, "ports": found.ports,
+            "readOnlyRootfs": found.read_only_rootfs, "capDrop": found.cap_drop,
         })
     emit({
         "agent": agent.manifest(),
-        "resolvedEnv": env,
+        "deliveredEnv": env,
+        "deliveredEnvNote": f"inside the agent (its env file); {TOKEN_ENV} is its API token",
         "container": facts or None,
         "events": [e.as_dict() for e in events],
     }, Format.yaml)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import sys
 from pathlib import Path
 
@@ -109,6 +110,7 @@ def apply(
     """
     from den.api.errors import DenError
     from den.operator.names import LABEL_SOURCE
+    from den.operator.secrets import capture_env
     from den.operator.store import open_store
 
     if prune and (len(filename) != 1 or not filename[0].is_dir()):
@@ -117,6 +119,9 @@ def apply(
     selector = f"{LABEL_SOURCE}={source_label(filename[0])}" if prune else None
     with open_store() as store:
         results = store.apply_all([item.agent for item in loaded], prune_selector=selector, dry_run=dry_run)
+    if not dry_run:  # ${VAR}s resolve from this environment (see `den up --help`)
+        for item in loaded:
+            capture_env(item.agent, os.environ)
     suffix = " (dry run)" if dry_run else ""
     for result in results:
         say(f"agent.den.dev/{result.agent.name} {result.action}{suffix}")

@@ -76,7 +76,7 @@ def bare_run(name: str) -> tuple[float, float]:
         environment={"DEN_CONFIG": "/den/.den/agent.json"},
     )
     try:
-        container.put_archive("/den", _tar({"agent.json": (json.dumps(manifest).encode(), 0o644)}))
+        container.put_archive("/den", _tar({"/den/.den/agent.json": (json.dumps(manifest).encode(), 0o644)}))
         container.start()
         container.reload()
         port = container.attrs["NetworkSettings"]["Ports"]["8800/tcp"][0]["HostPort"]

@@ -1,8 +1,10 @@
-"""The local operator: drives the reconciler from store changes, Docker events and a resync.
+"""The local operator: drives the reconciler from store changes, Docker events,
+credential changes, readiness changes and a periodic resync.
 
 One instance per ``$DEN_HOME`` (an exclusive ``flock`` on ``operator.lock``).
-A work queue de-duplicates keys; each key has capped exponential backoff
-with jitter on failure, visible in the agent's status.
+A work queue de-duplicates keys and hands each to one of a pool of workers at a
+time, so a fleet converges in parallel; each key has capped exponential
+backoff with jitter on failure, visible in the agent's status.
 """
 
 from __future__ import annotations
@@ -28,24 +30,37 @@ from den.operator.store import Store
 log = logging.getLogger("den.operator")
 
 RESYNC_SECONDS = 10.0
+CREDENTIALS_POLL = 1.0
 BACKOFF_BASE = 0.5
 BACKOFF_CAP = 60.0
 TERMINAL_RETRY = 30.0
+#: Agents reconciled at once (a key is never worked on by two workers).
+WORKERS = 8
 
 Key = tuple[str, str]
 
 
 class WorkQueue:
-    """Keys due at a time; adding a key already queued keeps the earlier time."""
+    """Keys due at a time, handed to one worker at a time (client-go's workqueue contract).
+
+    Adding a key already queued keeps the earlier time. A key being processed is
+    not handed out again until :meth:`done`; adding it meanwhile queues it for
+    after that, so one agent is never reconciled by two workers at once.
+    """
 
     def __init__(self) -> None:
         self._heap: list[tuple[float, Key]] = []
         self._due: dict[Key, float] = {}
+        self._processing: set[Key] = set()
+        self._again: dict[Key, float] = {}
         self._cond = threading.Condition()
 
     def add(self, key: Key, delay: float = 0.0) -> None:
         when = time.monotonic() + delay
         with self._cond:
+            if key in self._processing:
+                self._again[key] = min(when, self._again.get(key, when))
+                return
             if key in self._due and self._due[key] <= when:
                 return
             self._due[key] = when
@@ -63,11 +78,24 @@ class WorkQueue:
                     if wait <= 0:
                         heapq.heappop(self._heap)
                         del self._due[key]
+                        self._processing.add(key)
                         return key
                     self._cond.wait(min(wait, 1.0))
                 else:
                     self._cond.wait(1.0)
         return None
+
+    def done(self, key: Key) -> None:
+        """The worker finished ``key``; a re-add that came meanwhile is queued now."""
+        with self._cond:
+            self._processing.discard(key)
+            when = self._again.pop(key, None)
+        if when is not None:
+            self.add(key, max(0.0, when - time.monotonic()))
+
+    def __len__(self) -> int:
+        with self._cond:
+            return len(self._due)
 
 
 class OperatorLock:
@@ -107,14 +135,28 @@ class OperatorLock:
             return None
 
 
+def backoff_delay(retries: int, *, terminal: bool = False, jitter: Callable[[], float] | None = None) -> float:
+    """Seconds before retry number ``retries``: exponential from :data:`BACKOFF_BASE` with
+    +-20% jitter, never above :data:`BACKOFF_CAP`; terminal errors wait :data:`TERMINAL_RETRY`."""
+    if terminal:
+        return TERMINAL_RETRY
+    factor = jitter() if jitter else random.uniform(0.8, 1.2)
+    return min(BACKOFF_CAP, BACKOFF_BASE * 2 ** min(retries - 1, 32) * factor)
+
+
 class Controller:
-    def __init__(self, store: Store, reconciler: Reconciler, *, events_source: Callable | None = None) -> None:
+    """Drives a :class:`Reconciler` from events with a pool of workers keyed by agent."""
+
+    def __init__(self, store: Store, reconciler: Reconciler, *, events_source: Callable | None = None,
+                 workers: int = WORKERS, watch_version: Callable[[], object] | None = None) -> None:
         self.store = store
         self.reconciler = reconciler
         self.queue = WorkQueue()
         self.stop = threading.Event()
         self.failures: dict[Key, int] = {}
         self.events_source = events_source
+        self.workers = max(1, workers)
+        self.watch_version = watch_version
 
     def enqueue_all(self) -> None:
         for agent in self.store.list():
@@ -147,21 +189,33 @@ class Controller:
                 log.warning("docker event stream ended: %s; reconnecting", exc)
                 time.sleep(1.0)
 
+    def _watch_credentials(self) -> None:
+        """``den auth`` and ``den up`` change files, not the store: re-reconcile on any change."""
+        assert self.watch_version is not None
+        seen = self.watch_version()
+        while not self.stop.wait(CREDENTIALS_POLL):
+            try:
+                current = self.watch_version()
+            except OSError as exc:
+                log.warning("cannot read credentials: %s", exc)
+                continue
+            if current != seen:
+                seen = current
+                self.enqueue_all()
+
     def _resync(self) -> None:
         while not self.stop.wait(RESYNC_SECONDS):
             self.enqueue_all()
 
     def process(self, key: Key) -> None:
+        """Reconcile ``key`` once; on failure record it and requeue with backoff."""
         namespace, name = key
         try:
             result = self.reconciler.reconcile(namespace, name)
         except Exception as exc:
             retries = self.failures.get(key, 0) + 1
             self.failures[key] = retries
-            if isinstance(exc, TerminalError):
-                delay = TERMINAL_RETRY
-            else:
-                delay = min(BACKOFF_CAP, BACKOFF_BASE * 2 ** (retries - 1)) * random.uniform(0.8, 1.2)
+            delay = backoff_delay(retries, terminal=isinstance(exc, TerminalError))
             log.warning("reconcile %s/%s failed (retry %d in %.1fs): %s", namespace, name, retries, delay, exc)
             if not isinstance(exc, DenError):
                 log.debug("traceback", exc_info=True)
@@ -175,21 +229,32 @@ class Controller:
         if result.requeue_after is not None:
             self.queue.add(key, result.requeue_after)
 
+    def _work(self) -> None:
+        while not self.stop.is_set():
+            key = self.queue.get(self.stop)
+            if key is None:
+                continue
+            try:
+                self.process(key)
+            finally:
+                self.queue.done(key)
+
     def run(self) -> None:
-        threads = [
-            threading.Thread(target=self._watch_store, name="store-watch", daemon=True),
-            threading.Thread(target=self._resync, name="resync", daemon=True),
-        ]
+        watchers = [self._watch_store, self._resync]
         if self.events_source is not None:
-            threads.append(threading.Thread(target=self._watch_docker, name="docker-events", daemon=True))
+            watchers.append(self._watch_docker)
+        if self.watch_version is not None:
+            watchers.append(self._watch_credentials)
+        threads = [threading.Thread(target=w, name=w.__name__.strip("_"), daemon=True) for w in watchers]
+        threads += [threading.Thread(target=self._work, name=f"worker-{i}", daemon=True)
+                    for i in range(self.workers)]
         for thread in threads:
             thread.start()
         self.enqueue_all()
-        log.info("operator running (pid %d)", os.getpid())
-        while not self.stop.is_set():
-            key = self.queue.get(self.stop)
-            if key is not None:
-                self.process(key)
+        log.info("operator running (pid %d, %d workers)", os.getpid(), self.workers)
+        self.stop.wait()
+        for thread in threads:
+            thread.join(timeout=5)
         log.info("operator stopped")
 
 
@@ -204,23 +269,28 @@ def setup_logging(path: Path | None) -> None:
 def run_operator(*, log_file: Path | None = None) -> int:
     """``den operator run``: hold the lock, reconcile until SIGTERM/SIGINT."""
     from den.operator.docker_backend import DockerBackend
-    from den.operator.secrets import read_runtime_env
+    from den.operator.readiness import ReadinessProber
+    from den.operator.secrets import LocalCredentials
 
     setup_logging(log_file)
     lock = OperatorLock(names.operator_lock_path())
     if not lock.acquire():
         raise DenError(f"an operator is already running (pid {lock.holder()})", hint="den operator status")
     backend = DockerBackend()
-    backend.client  # noqa: B018 (fail fast when Docker is unreachable)
+    backend.check()  # fail fast when Docker is unreachable
     store = Store(names.state_db_path())
-    reconciler = Reconciler(store, backend, runtime_env=read_runtime_env)
+    credentials = LocalCredentials()
+    prober = ReadinessProber()
+    reconciler = Reconciler(store, backend, credentials=credentials, readiness=prober)
 
     def docker_events():
         return backend.client.events(
             decode=True, filters={"type": "container", "label": names.LABEL_AGENT}
         )
 
-    controller = Controller(store, reconciler, events_source=docker_events)
+    controller = Controller(store, reconciler, events_source=docker_events,
+                            watch_version=credentials.version)
+    prober.on_change = controller.queue.add
 
     def stop(_signum: int, _frame: object) -> None:
         controller.stop.set()

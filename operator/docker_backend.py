@@ -1,37 +1,27 @@
 """The Docker backend: one snapshot to observe, one Docker API call per operation.
 
 Everything Den owns carries the ``den.dev/agent`` label; nothing is found by
-name alone. The docker SDK is imported lazily.
+name alone. The docker SDK is imported lazily. Implements
+:class:`den.operator.backend.Backend`.
 """
 
 from __future__ import annotations
 
 import io
 import json
-import socket
 import tarfile
 import time
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+from den.api.contract import CONFIG_DIR, CONFIG_FILE, CONTAINER_PORT, ENV_FILE, HOME_DIR
 from den.api.errors import BackendUnavailable, DenError
 from den.api.resource import Agent
 from den.operator import names
-from den.operator.plan import (
-    CONTAINER_PORT,
-    Action,
-    DesiredContainer,
-    Observed,
-    ObservedContainer,
-    Operation,
-)
+from den.operator.backend import ContainerFacts, ExecResult, PortTaken, Stats
+from den.operator.plan import Action, DesiredContainer, Observed, ObservedContainer, Operation
 
 RUNTIME_UID = 10001
-CONFIG_DIR = "/den/.den"
-
-
-class PortTaken(DenError):
-    """The host port was taken between choosing it and starting the container."""
 
 
 def _docker_host() -> str:
@@ -56,16 +46,17 @@ def connect() -> Any:
 
 
 def _tar(files: Mapping[str, tuple[bytes, int]]) -> bytes:
+    folder_name = CONFIG_DIR.removeprefix(HOME_DIR + "/")
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w") as archive:
-        folder = tarfile.TarInfo(".den")
+        folder = tarfile.TarInfo(folder_name)
         folder.type = tarfile.DIRTYPE
         folder.mode = 0o700
         folder.uid = folder.gid = RUNTIME_UID
         folder.mtime = int(time.time())
         archive.addfile(folder)
-        for name, (data, mode) in files.items():
-            info = tarfile.TarInfo(f".den/{name}")
+        for path, (data, mode) in files.items():
+            info = tarfile.TarInfo(path.removeprefix(HOME_DIR + "/"))
             info.size = len(data)
             info.mode = mode
             info.uid = info.gid = RUNTIME_UID
@@ -74,8 +65,22 @@ def _tar(files: Mapping[str, tuple[bytes, int]]) -> bytes:
     return buffer.getvalue()
 
 
+def _host_port(attrs: Mapping[str, Any]) -> int | None:
+    bindings = (attrs.get("HostConfig", {}).get("PortBindings") or {}).get(f"{CONTAINER_PORT}/tcp") or []
+    if bindings and bindings[0].get("HostPort"):
+        return int(bindings[0]["HostPort"])
+    return None
+
+
+def _is_port_conflict(error: Exception) -> bool:
+    text = str(error).lower()
+    return "already allocated" in text or "address already in use" in text
+
+
 class DockerBackend:
     """Agents as containers on the local Docker Engine."""
+
+    kind = "docker"
 
     def __init__(self, client: Any | None = None) -> None:
         self._client = client
@@ -86,20 +91,28 @@ class DockerBackend:
             self._client = connect()
         return self._client
 
+    def check(self) -> None:
+        self.client  # noqa: B018 (connect() raises BackendUnavailable with a clear message)
+
     # -- observe ----------------------------------------------------------------
 
     def observe(self, agent: Agent) -> Observed:
+        """One listing of Den's containers (this agent's and the ports of the others), the
+        volume, the image and the name: everything the planner needs, nothing asked later."""
         import docker.errors
 
         client = self.client
-        found = client.containers.list(
-            all=True,
-            filters={"label": [f"{names.LABEL_AGENT}={agent.name}", f"{names.LABEL_NAMESPACE}={agent.namespace}"]},
-        )
-        containers = tuple(self._observed(c) for c in found)
+        mine, used = [], set()
+        for container in client.containers.list(all=True, filters={"label": names.LABEL_AGENT}):
+            labels = container.labels or {}
+            if (labels.get(names.LABEL_AGENT) == agent.name
+                    and labels.get(names.LABEL_NAMESPACE, "default") == agent.namespace):
+                mine.append(self._observed(container))
+            elif port := _host_port(container.attrs):
+                used.add(port)
         name = names.container_name(agent.name, agent.namespace)
         foreign = False
-        if not any(c.name == name for c in containers):
+        if not any(c.name == name for c in mine):
             try:
                 client.containers.get(name)
                 foreign = True
@@ -114,105 +127,67 @@ class DockerBackend:
             image_id = client.images.get(agent.spec.runtime.base).id
         except docker.errors.ImageNotFound:
             image_id = None
-        return Observed(containers=containers, volume_exists=volume, image_id=image_id, foreign_container=foreign)
+        return Observed(containers=tuple(mine), volume_exists=volume, image_id=image_id,
+                        foreign_container=foreign, used_ports=frozenset(used))
 
     @staticmethod
     def _observed(container: Any) -> ObservedContainer:
         attrs = container.attrs
         state = attrs.get("State", {})
-        port = None
-        bindings = (attrs.get("HostConfig", {}).get("PortBindings") or {}).get(f"{CONTAINER_PORT}/tcp") or []
-        if bindings and bindings[0].get("HostPort"):
-            port = int(bindings[0]["HostPort"])
         return ObservedContainer(
             id=container.id,
             name=container.name,
             running=bool(state.get("Running")) and not state.get("Restarting"),
             status=state.get("Status", "unknown"),
             labels=dict(container.labels or {}),
-            host_port=port,
+            host_port=_host_port(attrs),
             started_at=state.get("StartedAt"),
             restart_count=int(attrs.get("RestartCount", 0) or 0),
         )
 
-    def used_ports(self, *, exclude_agent: Agent | None = None) -> set[int]:
-        """Host ports already given to other Den containers (running or not)."""
-        used: set[int] = set()
-        for container in self.client.containers.list(all=True, filters={"label": names.LABEL_AGENT}):
-            labels = container.labels or {}
-            if exclude_agent is not None and (
-                labels.get(names.LABEL_AGENT) == exclude_agent.name
-                and labels.get(names.LABEL_NAMESPACE) == exclude_agent.namespace
-            ):
-                continue
-            port = self._observed(container).host_port
-            if port:
-                used.add(port)
-        return used
-
-    @staticmethod
-    def port_free(port: int) -> bool:
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                probe.bind(("127.0.0.1", port))
-            except OSError:
-                return False
-        return True
-
     # -- execute ----------------------------------------------------------------
 
-    def execute(
-        self, operation: Operation, agent: Agent, desired: DesiredContainer, env: Mapping[str, str]
-    ) -> None:
+    def execute(self, operation: Operation) -> None:
         """Carry out one operation with one Docker API call (plus the config copy on create)."""
         import docker.errors
 
         client = self.client
+        desired = operation.container
         if operation.action == Action.create_volume:
-            client.volumes.create(
-                name=desired.volume,
-                labels={
-                    names.LABEL_AGENT: agent.name,
-                    names.LABEL_NAMESPACE: agent.namespace,
-                    names.LABEL_MANAGED_BY: names.MANAGED_BY,
-                },
-            )
+            assert desired is not None, "CreateVolume carries the desired container (for its labels)"
+            owner = (names.LABEL_AGENT, names.LABEL_NAMESPACE, names.LABEL_MANAGED_BY)
+            client.volumes.create(name=operation.name, labels={k: desired.labels[k] for k in owner})
         elif operation.action == Action.create_container:
-            self._create(agent, desired, env)
+            assert desired is not None, "CreateContainer carries the desired container"
+            self._create(desired)
         elif operation.action == Action.start_container:
-            container = client.containers.get(desired.name)
+            container = client.containers.get(operation.name)
             try:
                 container.start()
             except docker.errors.APIError as exc:
-                text = str(exc).lower()
-                if "already allocated" in text or "address already in use" in text:
-                    container.remove(force=True)
-                    raise PortTaken(f"port {desired.port} is taken") from None
-                raise
+                if not _is_port_conflict(exc):
+                    raise
+                container.remove(force=True)
+                raise PortTaken(desired.port if desired else 0) from None
         elif operation.action == Action.remove_container:
-            target = operation.target.split(":", 1)[1]
-            name, _, short_id = target.partition("#")
             try:
-                client.containers.get(short_id or name).remove(force=True)
+                client.containers.get(operation.id or operation.name).remove(force=True)
             except docker.errors.NotFound:
                 pass
         elif operation.action == Action.remove_volume:
             try:
-                client.volumes.get(desired.volume).remove(force=True)
+                client.volumes.get(operation.name).remove(force=True)
             except docker.errors.NotFound:
                 pass
 
-    def _create(self, agent: Agent, desired: DesiredContainer, env: Mapping[str, str]) -> None:
-        manifest = agent.manifest(with_status=False)
-        manifest["metadata"].pop("annotations", None)
+    def _create(self, desired: DesiredContainer) -> None:
         container = self.client.containers.create(
             image=desired.image,
             name=desired.name,
             labels=desired.labels,
             detach=True,
             ports={f"{CONTAINER_PORT}/tcp": ("127.0.0.1", desired.port)},
-            volumes={desired.volume: {"bind": "/den", "mode": "rw"}},
+            volumes={desired.volume: {"bind": HOME_DIR, "mode": "rw"}},
             nano_cpus=int(desired.cpu * 1_000_000_000),
             mem_limit=f"{desired.memory_mb}m",
             memswap_limit=f"{desired.memory_mb}m",
@@ -224,22 +199,31 @@ class DockerBackend:
             read_only=True,
             tmpfs={"/tmp": "rw,size=64m"},
             environment={
-                "DEN_CONFIG": f"{CONFIG_DIR}/agent.json",
-                "DEN_ENV_FILE": f"{CONFIG_DIR}/env.json",
+                "DEN_CONFIG": CONFIG_FILE,
+                "DEN_ENV_FILE": ENV_FILE,
                 "DEN_PORT": str(CONTAINER_PORT),
-                "HOME": "/den",
+                "HOME": HOME_DIR,
             },
-            hostname=agent.name,
+            hostname=desired.hostname or desired.name,
         )
         files = {
-            "agent.json": (json.dumps(manifest, indent=2).encode(), 0o644),
-            "env.json": (json.dumps(dict(env)).encode(), 0o600),
+            CONFIG_FILE: (json.dumps(desired.manifest, indent=2).encode(), 0o644),
+            ENV_FILE: (json.dumps(dict(desired.secrets.values)).encode(), 0o600),
         }
-        container.put_archive("/den", _tar(files))
+        container.put_archive(HOME_DIR, _tar(files))
 
     # -- facts for the CLI --------------------------------------------------------
 
-    def container(self, agent: Agent) -> Any | None:
+    def has_image(self, image: str) -> bool:
+        import docker.errors
+
+        try:
+            self.client.images.get(image)
+            return True
+        except docker.errors.ImageNotFound:
+            return False
+
+    def _container(self, agent: Agent) -> Any | None:
         import docker.errors
 
         try:
@@ -249,9 +233,29 @@ class DockerBackend:
         labels = found.labels or {}
         return found if labels.get(names.LABEL_AGENT) == agent.name else None
 
-    def stats(self, agent: Agent) -> dict[str, Any] | None:
+    def facts(self, agent: Agent) -> ContainerFacts | None:
+        container = self._container(agent)
+        if container is None:
+            return None
+        attrs = container.attrs
+        host = attrs.get("HostConfig", {})
+        return ContainerFacts(
+            id=container.short_id,
+            name=container.name,
+            image=attrs.get("Config", {}).get("Image"),
+            state=attrs.get("State", {}).get("Status", "unknown"),
+            started_at=attrs.get("State", {}).get("StartedAt"),
+            restart_count=int(attrs.get("RestartCount") or 0),
+            nano_cpus=host.get("NanoCpus"),
+            memory_bytes=host.get("Memory"),
+            ports=host.get("PortBindings"),
+            read_only_rootfs=host.get("ReadonlyRootfs"),
+            cap_drop=host.get("CapDrop"),
+        )
+
+    def stats(self, agent: Agent) -> Stats | None:
         """CPU %, memory used/limit and uptime of the agent's running container."""
-        container = self.container(agent)
+        container = self._container(agent)
         if container is None or container.status != "running":
             return None
         raw = container.stats(stream=False)
@@ -263,18 +267,31 @@ class DockerBackend:
         percent = (cpu_delta / system_delta) * cpus * 100 if system_delta > 0 and cpu_delta > 0 else 0.0
         memory = raw.get("memory_stats", {})
         used = memory.get("usage", 0) - (memory.get("stats", {}) or {}).get("inactive_file", 0)
-        return {
-            "cpu_percent": round(percent, 1),
-            "memory_used": max(0, used),
-            "memory_limit": memory.get("limit", 0),
-            "started_at": container.attrs.get("State", {}).get("StartedAt"),
-        }
+        return Stats(cpu_percent=round(percent, 1), memory_used=max(0, used),
+                     memory_limit=memory.get("limit", 0),
+                     started_at=container.attrs.get("State", {}).get("StartedAt"))
+
+    def _running(self, agent: Agent) -> Any:
+        container = self._container(agent)
+        if container is None or container.status != "running":
+            raise DenError(f"agent {agent.name} is not running", hint=f"den up … then den exec {agent.name} -- …")
+        return container
 
     def logs(self, agent: Agent, *, follow: bool, tail: int | None) -> Iterator[bytes]:
-        container = self.container(agent)
+        container = self._container(agent)
         if container is None:
             raise DenError(f"agent {agent.name} has no container (is it up?)", hint="den up … or den status")
         return container.logs(stream=True, follow=follow, tail=tail if tail is not None else "all")
+
+    def exec(self, agent: Agent, command: list[str]) -> ExecResult:
+        result = self._running(agent).exec_run(command, demux=True)
+        stdout, stderr = result.output if isinstance(result.output, tuple) else (result.output, None)
+        return ExecResult(exit_code=result.exit_code or 0, stdout=stdout or b"", stderr=stderr or b"")
+
+    def exec_argv(self, agent: Agent, command: list[str], *, interactive: bool, tty: bool) -> list[str]:
+        container = self._running(agent)
+        flags = "-" + ("i" if interactive else "") + ("t" if tty else "")
+        return ["docker", "exec", flags, container.name, *command]
 
 
 def host_gateway_ip(client: Any | None = None) -> str:

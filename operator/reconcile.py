@@ -1,29 +1,41 @@
-"""The reconcile loop: re-read, observe, plan, execute, report status.
+"""The reconcile loop: re-read, observe once, plan, execute, report status.
 
 ``Reconciler.reconcile(namespace, name)`` gets only the key, re-reads the
-agent from the store every time, never branches on create vs update, and
-returns "requeue after N" instead of sleeping (controller-runtime's
-contract). The same function runs under the local operator and (with the
-Kubernetes backend) under kopf.
+agent from the store every time, takes one observed snapshot per pass, never
+branches on create vs update, and returns "requeue after N" instead of
+sleeping (controller-runtime's contract). The same function runs under the
+local operator and (with the Kubernetes backend) under kopf.
+
+Credentials are the reconciler's too: every pass resolves the agent's token
+and ``runtime.env`` (:class:`~den.operator.secrets.LocalCredentials`), and
+their digest is part of the config hash, so a rotated key or token replaces
+the container like any other change. An unresolvable ``${VAR}`` leaves the
+agent Pending with a condition that names it.
 """
 
 from __future__ import annotations
 
 import logging
-import urllib.request
-from collections.abc import Callable, Mapping
+import threading
 from dataclasses import dataclass
+from typing import Protocol
 
 from den.api.errors import DenError
-from den.api.resource import Agent, AgentStatus, Condition, now
+from den.api.resource import Agent, AgentStatus, Backoff, Condition, now
 from den.operator import names
-from den.operator.plan import Action, DesiredContainer, Observed, desired_container, make_plan
+from den.operator.backend import Backend, PortTaken
+from den.operator.plan import AgentSecrets, Plan, choose_port, desired_container, make_plan
+from den.operator.secrets import MissingVariable
 from den.operator.store import Store
 
 log = logging.getLogger("den.operator")
 
-FIRST_PORT = 8800
 READY_POLL = 0.5
+CRASH_POLL = 2.0
+#: Ports found taken by other programs are skipped within one reconcile, this many times.
+PORT_ATTEMPTS = 5
+
+Key = tuple[str, str]
 
 
 @dataclass(frozen=True)
@@ -32,19 +44,21 @@ class Result:
 
 
 class TerminalError(DenError):
-    """Nothing will change by retrying (recorded, retried only slowly)."""
+    """Nothing will change by retrying until a person acts (recorded, retried only slowly)."""
 
     def __init__(self, reason: str, message: str) -> None:
         super().__init__(message)
         self.reason = reason
 
 
-def _http_ready(endpoint: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{endpoint}/readyz", timeout=1.0) as response:  # noqa: S310
-            return response.status == 200
-    except Exception:
-        return False
+class Credentials(Protocol):
+    def secrets_for(self, agent: Agent) -> AgentSecrets: ...
+
+    def forget(self, agent: Agent) -> None: ...
+
+
+class Readiness(Protocol):
+    def ready(self, key: Key, endpoint: str) -> bool: ...
 
 
 def set_condition(status: AgentStatus, previous: AgentStatus | None, type_: str, value: str,
@@ -60,37 +74,35 @@ def set_condition(status: AgentStatus, previous: AgentStatus | None, type_: str,
 
 
 class Reconciler:
-    def __init__(
-        self,
-        store: Store,
-        backend,
-        *,
-        runtime_env: Callable[[Agent], Mapping[str, str]],
-        ready_check: Callable[[str], bool] = _http_ready,
-    ) -> None:
+    def __init__(self, store: Store, backend: Backend, *, credentials: Credentials,
+                 readiness: Readiness) -> None:
         self.store = store
         self.backend = backend
-        self.runtime_env = runtime_env
-        self.ready_check = ready_check
+        self.credentials = credentials
+        self.readiness = readiness
+        # Ports other workers are giving out right now: not yet in any snapshot. Only in-flight
+        # claims live here; what exists is always observed.
+        self._claims: dict[int, Key] = {}
+        self._claims_lock = threading.Lock()
 
-    # -- helpers ----------------------------------------------------------------
+    def _claim(self, key: Key, agent: Agent, observed, avoid: set[int]) -> int:
+        with self._claims_lock:
+            others = {port for port, owner in self._claims.items() if owner != key}
+            port = choose_port(agent, observed, frozenset(avoid | others))
+            self._claims[port] = key
+            return port
+
+    def _release(self, port: int, key: Key) -> None:
+        with self._claims_lock:
+            if self._claims.get(port) == key:
+                del self._claims[port]
 
     def _event(self, agent: Agent, reason: str, message: str, type_: str = "Normal") -> None:
         log.info("%s %s: %s", agent.key, reason, message)
         self.store.record_event(agent, reason, message, type_=type_)
 
-    def _choose_port(self, agent: Agent, observed: Observed, avoid: set[int]) -> int:
-        for container in observed.containers:
-            if container.host_port and container.host_port not in avoid:
-                return container.host_port
-        used = self.backend.used_ports(exclude_agent=agent) | avoid
-        recorded = getattr(agent.status, "port", None) if agent.status else None
-        if isinstance(recorded, int) and recorded not in used and self.backend.port_free(recorded):
-            return recorded
-        port = FIRST_PORT
-        while port in used or not self.backend.port_free(port):
-            port += 1
-        return port
+    def _ready(self, agent: Agent, endpoint: str) -> bool:
+        return self.readiness.ready((agent.namespace, agent.name), endpoint)
 
     # -- the loop ---------------------------------------------------------------
 
@@ -102,71 +114,90 @@ class Reconciler:
         if not deleting and names.FINALIZER not in agent.metadata.finalizers:
             agent = self.store.add_finalizer(name, namespace, names.FINALIZER)
         destroy = names.FINALIZER_DESTROY in agent.metadata.finalizers
-        avoid: set[int] = set()
-        for _attempt in range(5):
-            observed = self.backend.observe(agent)
-            port = self._choose_port(agent, observed, avoid)
-            desired = desired_container(agent, observed, port)
-            plan = make_plan(agent, observed, desired, destroy=destroy)
-            if plan.blocked:
-                raise TerminalError("NameConflict", plan.blocked)
-            needs_image = any(op.action == Action.create_container for op in plan.operations)
-            if needs_image and observed.image_id is None:
-                raise TerminalError(
-                    "ImageMissing",
-                    f"image {desired.image} not found: build it with `make image` "
-                    "(hack/build-image.sh)",
-                )
+        running = not deleting and agent.spec.desiredState == "running"
+        secrets = AgentSecrets({})
+        if running:
             try:
-                self._execute(agent, plan, desired)
+                secrets = self.credentials.secrets_for(agent)
+            except MissingVariable as exc:
+                return self._report_missing(agent, exc)
+        key = (namespace, name)
+        avoid: set[int] = set()
+        for _attempt in range(PORT_ATTEMPTS):
+            observed = self.backend.observe(agent)
+            port = self._claim(key, agent, observed, avoid)
+            try:
+                desired = desired_container(agent, observed, port, secrets)
+                plan = make_plan(agent, observed, desired, destroy=destroy)
+                if plan.stalled:
+                    raise TerminalError(*plan.stalled)
+                self._execute(agent, plan)
                 break
-            except Exception as exc:
-                if type(exc).__name__ != "PortTaken":
-                    raise
-                avoid.add(port)
-                self._event(agent, "PortTaken", f"port {port} is in use; trying the next one", "Warning")
+            except PortTaken as exc:
+                avoid.add(exc.port)
+                self._event(agent, "PortTaken", f"{exc}; trying the next port", "Warning")
+            finally:
+                self._release(port, key)
         else:
-            raise DenError(f"no free port found for {agent.key}")
+            raise DenError(f"no free port for {agent.key} after {PORT_ATTEMPTS} tries: {sorted(avoid)} are taken")
         if deleting:
-            return self._finish_delete(agent, destroy)
+            # Finalizers go only once a pass observes nothing left: the next pass, at once.
+            return Result(requeue_after=0.0) if plan.operations else self._finish_delete(agent, destroy)
         restarts = max((c.restart_count for c in observed.containers), default=0)
-        return self._report(agent, desired, restarts)
+        return self._report(agent, desired.port, restarts)
 
-    def _execute(self, agent: Agent, plan, desired: DesiredContainer) -> None:
-        env: Mapping[str, str] = {}
-        if any(op.action == Action.create_container for op in plan.operations):
-            env = self.runtime_env(agent)
+    def _execute(self, agent: Agent, plan: Plan) -> None:
         for operation in plan.operations:
-            self.backend.execute(operation, agent, desired, env)
+            self.backend.execute(operation)
             self._event(agent, operation.action.value, f"{operation.target} ({operation.reason})")
 
     def _finish_delete(self, agent: Agent, destroy: bool) -> Result:
-        observed = self.backend.observe(agent)
-        if observed.containers or (destroy and observed.volume_exists):
-            return Result(requeue_after=READY_POLL)
+        if destroy:
+            self.credentials.forget(agent)
         for finalizer in (names.FINALIZER_DESTROY, names.FINALIZER):
             if finalizer in agent.metadata.finalizers:
                 agent = self.store.remove_finalizer(agent.name, agent.namespace, finalizer)
         log.info("%s deleted", agent.key)
         return Result()
 
-    def _report(self, agent: Agent, desired: DesiredContainer, restarts: int = 0) -> Result:
+    # -- status -----------------------------------------------------------------
+
+    def _new_status(self, agent: Agent, port: int | None) -> AgentStatus:
         previous = agent.status
-        generation = agent.metadata.generation
-        status = AgentStatus(
-            phase="Pending", observedGeneration=generation, endpoint=None,
-            cron=list(previous.cron) if previous else [],
-        )
-        status.port = desired.port  # type: ignore[attr-defined]
+        return AgentStatus(phase="Pending", observedGeneration=agent.metadata.generation,
+                           port=port if port is not None else (previous.port if previous else None),
+                           cron=list(previous.cron) if previous else [])
+
+    def _write_status(self, agent: Agent, status: AgentStatus) -> None:
+        previous = agent.status
+        if previous is None or previous.phase != status.phase:
+            self._event(agent, status.phase, f"phase {status.phase}")
+        self.store.update_status(agent.name, agent.namespace, status)
+
+    def _report_missing(self, agent: Agent, error: MissingVariable) -> Result:
+        previous, generation = agent.status, agent.metadata.generation
+        status = self._new_status(agent, None)
+        message = f"{error.message} ({error.hint})"
+        set_condition(status, previous, "Ready", "False", "MissingVariable", message, generation)
+        set_condition(status, previous, "Stalled", "True", "MissingVariable", message, generation)
+        old = previous.condition("Stalled") if previous else None
+        if not old or old.message != message:
+            self._event(agent, "MissingVariable", message, "Warning")
+        self._write_status(agent, status)
+        return Result()  # credentials changes and the resync bring it back
+
+    def _report(self, agent: Agent, port: int, restarts: int = 0) -> Result:
+        previous, generation = agent.status, agent.metadata.generation
+        status = self._new_status(agent, port)
         requeue: float | None = None
         if agent.spec.desiredState == "stopped":
             status.phase = "Stopped"
             set_condition(status, previous, "Ready", "False", "Stopped", "desiredState is stopped", generation)
             set_condition(status, previous, "Reconciling", "False", "Stopped", "", generation)
         else:
-            endpoint = f"http://127.0.0.1:{desired.port}"
+            endpoint = f"http://127.0.0.1:{port}"
             status.endpoint = endpoint
-            if self.ready_check(endpoint):
+            if self._ready(agent, endpoint):
                 status.phase = "Running"
                 set_condition(status, previous, "Ready", "True", "Serving", f"answering on {endpoint}", generation)
                 set_condition(status, previous, "Reconciling", "False", "Converged", "", generation)
@@ -175,16 +206,15 @@ class Reconciler:
                 message = f"the container keeps exiting ({restarts} restarts); see `den logs {agent.name}`"
                 set_condition(status, previous, "Ready", "False", "CrashLoop", message, generation)
                 set_condition(status, previous, "Reconciling", "True", "CrashLoop", message, generation)
-                requeue = 2.0
+                requeue = CRASH_POLL
             else:
                 status.phase = "Starting"
                 set_condition(status, previous, "Ready", "False", "Starting", "waiting for /readyz", generation)
                 set_condition(status, previous, "Reconciling", "True", "Starting", "container starting", generation)
                 requeue = READY_POLL
+        set_condition(status, previous, "Stalled", "False", "AsExpected", "", generation)
         set_condition(status, previous, "Degraded", "False", "AsExpected", "", generation)
-        if previous is None or previous.phase != status.phase:
-            self._event(agent, status.phase, f"phase {status.phase}")
-        self.store.update_status(agent.name, agent.namespace, status)
+        self._write_status(agent, status)
         return Result(requeue_after=requeue)
 
     def record_failure(self, namespace: str, name: str, error: Exception, retries: int, delay: float) -> None:
@@ -192,15 +222,17 @@ class Reconciler:
         agent = self.store.find(name, namespace)
         if agent is None:
             return
-        previous = agent.status
-        reason = error.reason if isinstance(error, TerminalError) else "ReconcileError"
+        previous, generation = agent.status, agent.metadata.generation
+        terminal = isinstance(error, TerminalError)
+        reason = error.reason if terminal else "ReconcileError"
         message = str(error) or type(error).__name__
         status = previous.model_copy(deep=True) if previous else AgentStatus()
         status.phase = "Failed"
-        generation = agent.metadata.generation
         set_condition(status, previous, "Ready", "False", reason, message, generation)
         set_condition(status, previous, "Degraded", "True", reason, message, generation)
-        status.backoff = {"retries": retries, "nextRetrySeconds": round(delay, 1)}  # type: ignore[attr-defined]
+        set_condition(status, previous, "Stalled", "True" if terminal else "False",
+                      reason if terminal else "Retrying", message if terminal else "", generation)
+        status.backoff = Backoff(retries=retries, nextRetrySeconds=round(delay, 1))
         old = previous.condition("Degraded") if previous else None
         if not old or old.status != "True" or old.message != message:
             self._event(agent, reason, message, "Warning")

@@ -15,8 +15,8 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from den import __version__
-from den.api.resource import Agent
 from den.api.contract import TOKEN_ENV
+from den.api.resource import Agent
 from den.runtime.auth import BearerTokenMiddleware
 from den.runtime.completions import load_litellm
 from den.runtime.logging import RequestContextMiddleware

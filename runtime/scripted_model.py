@@ -22,8 +22,11 @@ Endpoints
     base64`` (the ``openai`` client's default) is honoured.
 ``GET /requests`` / ``DELETE /requests``
     The request log: every ``/v1`` request received, as ``{"method",
-    "path", "headers", "body"}`` with credentials (``Authorization``,
-    ``api-key``, ``x-api-key``) left out; ``DELETE`` clears it.
+    "path", "headers", "body", "credential"}`` with credentials (``Authorization``,
+    ``api-key``, ``x-api-key``) left out of ``headers``; ``credential`` is
+    ``credential_fingerprint()`` of the key the request carried (or null), so
+    tests can tell which key was sent without the log holding it. ``DELETE``
+    clears it.
 
 Rules, in order (the *text* is the last user message's text)
 ------------------------------------------------------------
@@ -325,6 +328,23 @@ def _error(status: int, message: str, type_: str = "invalid_request_error") -> J
 # -- the app -------------------------------------------------------------------
 
 
+def credential_fingerprint(key: str) -> str:
+    """``sha256:`` and 16 hex digits of a key: tells keys apart, reveals none."""
+    return "sha256:" + hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+def _credential(headers: dict[str, str]) -> str | None:
+    for name, value in headers.items():
+        lowered = name.lower()
+        if lowered == "authorization":
+            scheme, _, key = value.partition(" ")
+            key = key.strip() if scheme.lower() == "bearer" else value.strip()
+            return credential_fingerprint(key) if key else None
+        if lowered in SECRET_HEADERS and value.strip():
+            return credential_fingerprint(value.strip())
+    return None
+
+
 class RequestLog:
     """Every ``/v1`` request received, in memory and optionally as JSON lines in a file."""
 
@@ -338,6 +358,7 @@ class RequestLog:
             "path": path,
             "headers": {k: v for k, v in headers.items() if k.lower() not in SECRET_HEADERS},
             "body": body,
+            "credential": _credential(headers),
         }
         self.entries.append(entry)
         if self.path:

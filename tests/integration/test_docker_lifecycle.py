@@ -222,6 +222,10 @@ def test_a_taken_port_moves_the_agent_to_the_next_free_one(den, world) -> None:
         endpoint = agent_json(den, name)["status"]["endpoint"]
         assert not endpoint.endswith(f":{taken}")
         assert httpx.get(f"{endpoint}/healthz").status_code == 200
+        # Nothing probed the port before planning: Docker refused it at start and the agent moved.
+        events = den("events", name).stdout
+        if taken == 8800:
+            assert "PortTaken" in events and "port 8800 on 127.0.0.1 is in use" in events
     finally:
         for sock in holders:
             sock.close()
@@ -271,16 +275,32 @@ def test_provider_keys_never_reach_the_store_the_log_or_docker_inspect(den, worl
         assert b"SECRETKEY" not in sidecar.read_bytes()
     env = docker_client.containers.get(f"den-{name}").attrs["Config"]["Env"]
     assert not any("SECRET" in item for item in env)
-    inside = den("exec", name, "--", "python", "-c",
-                 "import json;e=json.load(open('/den/.den/env.json'));print(sorted(e))")
-    assert inside.stdout.strip() == "['DEN_API_TOKEN', 'MY_TOKEN', 'OPENAI_API_KEY']"
+    inside = den("exec", name, "--", "python3", "-c",
+                 "import json;e=json.load(open('/den/.den/env.json'));print(sorted(e), e['MY_TOKEN'])")
+    assert inside.stdout.strip() == "['DEN_API_TOKEN', 'MY_TOKEN', 'OPENAI_API_KEY'] tok-SECRET-456"
+    for sidecar in den_home.glob("env/*.json"):
+        assert oct(sidecar.stat().st_mode & 0o777) == "0o600"
     (den_home / "credentials").chmod(0o644)
     refused = den("auth", "list")
     assert refused.code != 0 and "readable by others" in refused.stderr
 
 
-def test_up_that_never_gets_ready_times_out_with_conditions_and_events(den, world) -> None:
-    name, path = world["agentfile"](runtime={"base": "den-base:bookworm"})
+@pytest.fixture
+def never_ready_image(docker_client, runtime_image):
+    """The runtime image with a command that never serves: built from whichever base made it."""
+    tag = f"den-test-never-ready:{uuid.uuid4().hex[:8]}"
+    holder = docker_client.containers.create(runtime_image, command=["true"], labels={"den.dev/test": "1"})
+    try:
+        holder.commit(repository=tag.split(":")[0], tag=tag.split(":")[1],
+                      changes=['CMD ["sleep", "3600"]'])
+    finally:
+        holder.remove(force=True)
+    yield tag
+    docker_client.images.remove(tag, force=True)
+
+
+def test_up_that_never_gets_ready_times_out_with_conditions_and_events(den, world, never_ready_image) -> None:
+    name, path = world["agentfile"](runtime={"base": never_ready_image})
     result = den("up", str(path), "--timeout", "6")
     assert result.code == 6, result.output
     assert f"agent {name} is not Ready after 6s" in result.stderr
@@ -318,3 +338,72 @@ def test_an_agent_in_a_container_uses_tools_and_answers_den_connect(den, world) 
     remembered = den("memory", name, "--add", "Den agents remember.")
     assert remembered.code == 0 and "remembered" in remembered.stdout
     assert "Den agents remember." in den("memory", name).stdout
+
+
+def operator_in_background(den_home: Path) -> subprocess.Popen:
+    """`den operator run` as a GitOps setup would have it: started before anything is applied."""
+    log = open(den_home / "operator.log", "a")  # noqa: SIM115 (closed with the process)
+    den_home.mkdir(parents=True, exist_ok=True)
+    process = subprocess.Popen([sys.executable, "-m", "den", "operator", "run"], stdout=log, stderr=log,
+                               env={**os.environ, "DEN_HOME": str(den_home)}, start_new_session=True)
+    wait_until(lambda: (den_home / "operator.lock").exists() and (den_home / "operator.lock").read_text(), 10)
+    return process
+
+
+def test_an_applied_agent_fails_closed_and_answers_with_the_token_den_api_shows(den, world, den_home) -> None:
+    den_home.mkdir(parents=True, exist_ok=True)
+    operator = operator_in_background(den_home)
+    try:
+        name, path = world["agentfile"](tools=["shell_exec"])
+        assert den("apply", "-f", str(path)).code == 0
+        wait_until(lambda: is_ready(den, name), timeout=60)
+        endpoint = agent_json(den, name)["status"]["endpoint"]
+        attack = httpx.post(f"{endpoint}/den/v1/tools/shell_exec", json={"command": "id"})
+        assert attack.status_code == 401 and "uid=" not in attack.text
+        assert httpx.post(f"{endpoint}/v1/chat/completions", json={}).status_code == 401
+        token = json.loads(den("api", name, "-o", "json").stdout)["token"]
+        assert token.startswith("den_")
+        ran = httpx.post(f"{endpoint}/den/v1/tools/shell_exec", json={"command": "id -u"},
+                         headers={"Authorization": f"Bearer {token}"}, timeout=30)
+        assert ran.status_code == 200 and ran.json()["content"].strip().endswith("10001")
+    finally:
+        operator.terminate()
+        operator.wait(timeout=15)
+
+
+def test_a_key_rotated_with_den_auth_reaches_the_running_agent(den, world, den_home) -> None:
+    from den.runtime.scripted_model import credential_fingerprint
+
+    assert den("auth", "openai", "--stdin", input="sk-first-KEY-1\n").code == 0
+    name, path = world["agentfile"]()
+    assert den("up", str(path)).code == 0
+    api = json.loads(den("api", name, "-o", "json").stdout)
+    headers = {"Authorization": f"Bearer {api['token']}"}
+    log_url = f"{world['scripted']['host_url']}/requests"
+
+    def ask_and_fingerprint() -> str | None:
+        try:
+            httpx.post(f"{api['base_url']}/chat/completions", headers=headers, timeout=30,
+                       json={"messages": [{"role": "user", "content": "which key?"}]})
+        except httpx.TransportError:
+            return None
+        sent = [r for r in httpx.get(log_url).json() if r["path"].endswith("/chat/completions")]
+        return sent[-1]["credential"] if sent else None
+
+    assert ask_and_fingerprint() == credential_fingerprint("sk-first-KEY-1")
+    assert den("auth", "openai", "--stdin", input="sk-second-KEY-2\n").code == 0
+    wait_until(lambda: ask_and_fingerprint() == credential_fingerprint("sk-second-KEY-2"), timeout=60, interval=0.5)
+    assert json.loads(den("api", name, "-o", "json").stdout)["token"] == api["token"]
+    assert any(e for e in den("events", name).stdout.splitlines() if "config diverged" in e)
+
+
+def test_an_unresolved_variable_is_a_pending_condition_naming_it(den, world, den_home, docker_client) -> None:
+    name, path = world["agentfile"](runtime={"env": {"SEARCH_KEY": "${DEN_TEST_UNSET_VARIABLE}"}})
+    os.environ.pop("DEN_TEST_UNSET_VARIABLE", None)
+    result = den("up", str(path), "--timeout", "30")
+    assert result.code != 0 and "${DEN_TEST_UNSET_VARIABLE}" in result.stderr
+    status = agent_json(den, name)["status"]
+    ready = next(c for c in status["conditions"] if c["type"] == "Ready")
+    assert status["phase"] == "Pending" and ready["reason"] == "MissingVariable"
+    assert "DEN_TEST_UNSET_VARIABLE" in ready["message"]
+    assert not docker_client.containers.list(all=True, filters={"label": f"den.dev/agent={name}"})

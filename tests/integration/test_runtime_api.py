@@ -165,8 +165,11 @@ def test_a_request_id_is_returned_and_an_incoming_one_honoured(runtime) -> None:
 def test_the_provider_key_from_the_environment_is_used(scripted_model, serve_runtime) -> None:
     runtime = serve_runtime(agent_resource(base_url=scripted_model.base_url), env={"OPENAI_API_KEY": "sk-abc"})
     client_of(runtime).chat.completions.create(model="x", messages=[{"role": "user", "content": "hi"}])
-    # The scripted model leaves credentials out of its log: the key reached it only as Authorization.
+    from den.runtime.scripted_model import credential_fingerprint
+
+    # The scripted model logs a fingerprint of the key it received, never the key itself.
     [entry] = [r for r in scripted_model.requests() if r["path"].endswith("/chat/completions")]
+    assert entry["credential"] == credential_fingerprint("sk-abc")
     assert "sk-abc" not in json.dumps(entry)
 
 

@@ -3,8 +3,15 @@
 from __future__ import annotations
 
 from den.api.agentfile import AgentSpec
-from den.api.resource import Agent, ObjectMeta
-from den.operator.plan import Observed, ObservedContainer, config_hash, desired_container, make_plan
+from den.api.resource import Agent, AgentStatus, ObjectMeta
+from den.operator.plan import (
+    Observed,
+    ObservedContainer,
+    choose_port,
+    config_hash,
+    desired_container,
+    make_plan,
+)
 
 
 def agent(desired_state: str = "running", temperature: float = 0.5, deleting: bool = False) -> Agent:
@@ -47,7 +54,7 @@ def test_plan_container_diverged_is_recreated() -> None:
     old = agent(temperature=0.5)
     observed = Observed(containers=(container(old),), volume_exists=True, image_id="sha256:img")
     assert plan_text(agent(temperature=0.9), observed) == (
-        "RemoveContainer container:den-scout: config diverged\n"
+        "RemoveContainer container:den-scout#c1c1c1c1c1c1: config diverged\n"
         "CreateContainer container:den-scout: config diverged\n"
         "StartContainer container:den-scout: created"
     )
@@ -56,7 +63,7 @@ def test_plan_container_diverged_is_recreated() -> None:
 def test_plan_a_rebuilt_image_recreates_the_container() -> None:
     a = agent()
     observed = Observed(containers=(container(a, image="sha256:old"),), volume_exists=True, image_id="sha256:new")
-    assert "RemoveContainer container:den-scout: config diverged" in plan_text(a, observed)
+    assert "RemoveContainer container:den-scout#c1c1c1c1c1c1: config diverged" in plan_text(a, observed)
 
 
 def test_plan_a_stopped_container_is_started() -> None:
@@ -68,7 +75,7 @@ def test_plan_a_stopped_container_is_started() -> None:
 def test_plan_desired_stopped_removes_the_container_and_keeps_the_volume() -> None:
     a = agent(desired_state="stopped")
     observed = Observed(containers=(container(agent()),), volume_exists=True, image_id="sha256:img")
-    assert plan_text(a, observed) == "RemoveContainer container:den-scout: desiredState is stopped"
+    assert plan_text(a, observed) == "RemoveContainer container:den-scout#c1c1c1c1c1c1: desiredState is stopped"
 
 
 def test_plan_duplicates_are_removed_keeping_the_running_one() -> None:
@@ -81,7 +88,7 @@ def test_plan_duplicates_are_removed_keeping_the_running_one() -> None:
 def test_plan_delete_keeps_the_volume_unless_destroying() -> None:
     a = agent(deleting=True)
     observed = Observed(containers=(container(a),), volume_exists=True, image_id="sha256:img")
-    assert plan_text(a, observed) == "RemoveContainer container:den-scout: agent is being deleted"
+    assert plan_text(a, observed) == "RemoveContainer container:den-scout#c1c1c1c1c1c1: agent is being deleted"
     assert plan_text(a, observed, destroy=True).splitlines()[-1] == (
         "RemoveVolume volume:den-scout-home: destroy removes the agent's home and memory"
     )
@@ -89,8 +96,32 @@ def test_plan_delete_keeps_the_volume_unless_destroying() -> None:
 
 def test_plan_refuses_to_take_over_a_foreign_container() -> None:
     assert plan_text(agent(), Observed(image_id="x", foreign_container=True)).startswith(
-        "blocked: a container named den-scout exists and Den does not own it"
+        "stalled: NameConflict: a container named den-scout exists and Den does not own it"
     )
+
+
+def test_plan_without_the_image_stalls_instead_of_creating() -> None:
+    assert plan_text(agent(), Observed(image_id=None)) == (
+        "stalled: ImageMissing: image den-runtime:latest not found: build it with `make image` "
+        "(hack/build-image.sh)"
+    )
+
+
+def test_plan_a_converged_agent_needs_no_image_to_keep_running() -> None:
+    a = agent()
+    observed = Observed(containers=(container(a, image="den-runtime:latest"),), volume_exists=True, image_id=None)
+    assert plan_text(a, observed) == "nothing to do"
+
+
+def test_ports_are_chosen_from_the_snapshot() -> None:
+    a = agent()
+    assert choose_port(a, Observed(used_ports=frozenset({8800, 8801}))) == 8802
+    assert choose_port(a, Observed(used_ports=frozenset({8800})), frozenset({8801})) == 8802
+    mine = Observed(containers=(container(a),), used_ports=frozenset({8801}))
+    assert choose_port(a, mine) == 8800
+    recorded = a.model_copy(update={"status": AgentStatus(port=8805)})
+    assert choose_port(recorded, Observed(used_ports=frozenset({8800}))) == 8805
+    assert choose_port(recorded, Observed(used_ports=frozenset({8805}))) == 8800
 
 
 def test_config_hash_ignores_desired_state_but_not_the_spec() -> None:
