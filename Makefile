@@ -18,7 +18,8 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 # pytest exits 5 when it collects nothing: that is a failure, not a pass.
-test: dev ## the whole suite (Docker tests too; DEN_REQUIRE_DOCKER=1 makes them mandatory)
+test: dev ## ruff, then the whole suite (Docker tests too; DEN_REQUIRE_DOCKER=1 makes them mandatory)
+	$(BIN)/ruff check .
 	$(BIN)/pytest -q $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing" >&2; exit 1; fi; exit $$rc
 

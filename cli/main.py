@@ -7,14 +7,14 @@ validate/apply/get/delete/events, ``init.py`` for init); each registers on
 
 from __future__ import annotations
 
-import os
 import sys
 
 import typer
 
 from den import __version__
+from den.api.contract import offline_litellm
 
-os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+offline_litellm()
 
 app = typer.Typer(
     name="den",

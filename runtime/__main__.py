@@ -6,7 +6,9 @@ import json
 import os
 import sys
 
-os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+from den.api.contract import offline_litellm
+
+offline_litellm()
 
 
 def main() -> int:

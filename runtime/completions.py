@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -19,13 +18,14 @@ from functools import cache
 from types import ModuleType
 from typing import Any
 
+from den.api.contract import offline_litellm
 from den.runtime.agent.loop import Turn
 
 
 @cache
 def load_litellm() -> ModuleType:
     """litellm, imported once, quiet, and without fetching its cost map from the network."""
-    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    offline_litellm()
     import litellm
 
     from den.runtime.logging import quiet_library_loggers

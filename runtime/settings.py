@@ -26,6 +26,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from den.api.contract import CONFIG_FILE, CONTAINER_PORT, ENV_FILE, HOME_DIR
 from den.api.resource import Agent
 
 PREFIX = "DEN_"
@@ -40,11 +41,11 @@ class Settings(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    config: Path = Field(Path("/den/.den/agent.json"), description="DEN_CONFIG")
-    env_file: Path = Field(Path("/den/.den/env.json"), description="DEN_ENV_FILE")
+    config: Path = Field(Path(CONFIG_FILE), description="DEN_CONFIG")
+    env_file: Path = Field(Path(ENV_FILE), description="DEN_ENV_FILE")
     host: str = Field("0.0.0.0", min_length=1, description="DEN_HOST")
-    port: int = Field(8800, ge=1, le=65535, description="DEN_PORT")
-    home_dir: Path = Field(Path("/den"), description="DEN_HOME_DIR")
+    port: int = Field(CONTAINER_PORT, ge=1, le=65535, description="DEN_PORT")
+    home_dir: Path = Field(Path(HOME_DIR), description="DEN_HOME_DIR")
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="DEN_LOG_LEVEL")
 
     @classmethod

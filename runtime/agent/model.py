@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from den.api.agentfile import ModelSpec
+from den.api.contract import offline_litellm, provider_key_name
 
 
 def litellm_model_id(model: ModelSpec) -> str:
@@ -20,7 +20,7 @@ def litellm_model_id(model: ModelSpec) -> str:
 
 def provider_key(provider: str, environ: Mapping[str, str] | None = None) -> str | None:
     environ = os.environ if environ is None else environ
-    return environ.get(re.sub(r"[^A-Z0-9]", "_", provider.upper()) + "_API_KEY")
+    return environ.get(provider_key_name(provider))
 
 
 @dataclass
@@ -121,7 +121,7 @@ class ModelClient:
         return kwargs
 
     async def complete(self, messages: list[dict], tools: list[dict] | None = None) -> Reply:
-        os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+        offline_litellm()
         import litellm
 
         try:
@@ -143,7 +143,7 @@ class ModelClient:
 
     async def stream(self, messages: list[dict], tools: list[dict] | None = None) -> AsyncIterator[Any]:
         """Yield ``str`` content deltas as they arrive, then the finished :class:`Reply`."""
-        os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+        offline_litellm()
         import litellm
 
         try:
