@@ -90,8 +90,21 @@ def parse_memory_mb(value: Any) -> int:
     return mb
 
 
+class BudgetSpec(_Model):
+    """Daily spend limits enforced by the model gateway (per UTC day)."""
+
+    usd_per_day: float | None = Field(
+        None, gt=0, description="Model spend per UTC day in US dollars (litellm's price map); over it, calls are refused.",
+        examples=[5.0],
+    )
+    tokens_per_day: int | None = Field(
+        None, gt=0, description="Prompt plus completion tokens per UTC day; over it, calls are refused.",
+        examples=[200000],
+    )
+
+
 class RuntimeSpec(_Model):
-    """Where and how the agent runs: image, limits, network policy, environment."""
+    """Where and how the agent runs: image, limits, network policy, environment, spend budget."""
 
     base: str = Field(
         DEFAULT_IMAGE,
@@ -117,6 +130,10 @@ class RuntimeSpec(_Model):
     env: dict[str, str] = Field(
         default_factory=dict,
         description="Environment variables; values may reference ${VAR}, resolved at start, never stored resolved.",
+    )
+    budget: BudgetSpec = Field(
+        default_factory=BudgetSpec,
+        description="Daily model spend limits, enforced by the model gateway.",
     )
 
     @field_validator("memory", mode="before")

@@ -20,6 +20,10 @@ ENV_FILE = f"{CONFIG_DIR}/env.json"
 
 #: The variable holding the agent's API bearer token (delivered in the env file).
 TOKEN_ENV = "DEN_API_TOKEN"
+#: Where the agent's model calls go (the model gateway's OpenAI base URL) and the per-agent
+#: token it sends there: worthless anywhere but at that gateway, for that agent.
+GATEWAY_URL_ENV = "DEN_GATEWAY_URL"
+GATEWAY_TOKEN_ENV = "DEN_GATEWAY_TOKEN"
 #: The only paths an agent answers without its token (probes carry no secrets).
 UNAUTHENTICATED_PATHS = frozenset({"/healthz", "/readyz"})
 

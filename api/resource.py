@@ -88,6 +88,19 @@ class Backoff(BaseModel):
     nextRetrySeconds: float = Field(..., ge=0, description="Seconds until the next try.")  # noqa: N815
 
 
+class Usage(BaseModel):
+    """Today's model use as the gateway's ledger counts it (UTC day)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    day: str
+    requests: int = 0
+    refused: int = 0
+    tokens: int = 0
+    costUsd: float = 0.0  # noqa: N815
+    overBudget: bool = False  # noqa: N815
+
+
 class AgentStatus(BaseModel):
     """Observed state, written only by the reconciler."""
 
@@ -99,6 +112,8 @@ class AgentStatus(BaseModel):
     endpoint: str | None = None
     port: int | None = Field(None, ge=1, le=65535, description="Host port of the agent's API (kept across down/up).")
     backoff: Backoff | None = None
+    gateway: str | None = Field(None, description="The model gateway the agent's calls go through.")
+    usage: Usage | None = None
     cron: list[CronStatus] = Field(default_factory=list)
 
     def condition(self, type_: str) -> Condition | None:

@@ -27,8 +27,13 @@ def _preflight(agents: list) -> None:
 
     backend = DockerBackend()
     backend.check()
-    for image in dict.fromkeys(agent.spec.runtime.base for agent in agents):
+    from den.operator import names
+
+    for image in dict.fromkeys([*(agent.spec.runtime.base for agent in agents), names.GATEWAY_IMAGE]):
         _ensure_image(backend, image)
+    if not backend.has_image(names.GATEWAY_IMAGE):
+        raise DenError(f"image {names.GATEWAY_IMAGE} (the model gateway) not found",
+                       hint="build it with `make image` (hack/build-image.sh)")
     for agent in agents:
         problem = stalled_reason(agent, backend.observe(agent))
         if problem:
@@ -42,7 +47,7 @@ def _ensure_image(backend, image: str) -> None:
     if backend.has_image(image):
         return
     script = Path(__file__).resolve().parent.parent / "hack" / "build-image.sh"
-    if image.startswith("den-runtime:") and script.exists():
+    if image.startswith(("den-runtime:", "den-gateway:")) and script.exists():
         err_console().print(f"image {image} not found: building it with {script.name} (once)…")
         done = subprocess.run(["bash", str(script)], cwd=script.parent.parent)
         if done.returncode == 0 and backend.has_image(image):
@@ -241,7 +246,7 @@ def status(
     output: Format = typer.Option(Format.table, "--output", "-o", help="table, json or yaml."),
     namespace: str = typer.Option(None, "--namespace", "-n", help="Only this namespace."),
 ) -> None:
-    """Every agent with phase, endpoint, CPU %, memory used/limit and uptime.
+    """Every agent with phase, endpoint, CPU %, memory, uptime and today's model use; the gateway.
 
     Examples:
 
@@ -259,15 +264,37 @@ def status(
         agents = store.list(namespace)
     stats: list[dict | None] = [None] * len(agents)
     running = [i for i, a in enumerate(agents) if a.status and a.status.phase == "Running"]
-    if running:
+    gateway: dict[str, Any] = {"name": "den-gateway", "phase": "NotRunning"}
+    ledger: dict[str, dict] = {}
+    if agents:
         from den.operator.docker_backend import DockerBackend
+        from den.operator.gateway import read_ledger
 
         backend = DockerBackend()
         with ThreadPoolExecutor(max_workers=8) as pool:
+            sampled = pool.submit(backend.gateway_stats)
             for index, found in zip(running, pool.map(lambda i: backend.stats(agents[i]), running), strict=True):
                 stats[index] = dataclasses.asdict(found) if found else None
+            gateway_sample = sampled.result()
+        endpoint = backend.gateway_endpoint()
+        if gateway_sample is not None:
+            gateway.update(phase="Running", endpoint=endpoint, **dataclasses.asdict(gateway_sample))
+        if endpoint:
+            try:
+                today = read_ledger(endpoint)
+                ledger = {entry["agent"]: entry for entry in today.get("agents", [])}
+                gateway["day"] = today.get("day")
+            except Exception as exc:  # starting or restarting
+                gateway["ledger_error"] = str(exc)
     rows = []
     for agent, facts in zip(agents, stats, strict=True):
+        entry = ledger.get(agent.key)
+        usage = agent.status.usage.model_dump() if agent.status and agent.status.usage else None
+        if entry is not None:
+            usage = {"day": entry.get("day"), "requests": entry.get("requests", 0),
+                     "refused": entry.get("refused", 0), "tokens": (entry.get("tokens") or {}).get("total", 0),
+                     "costUsd": entry.get("cost_usd", 0.0), "overBudget": bool(entry.get("over_budget")),
+                     "budget": entry.get("budget")}
         rows.append({
             "name": agent.name,
             "namespace": agent.namespace,
@@ -277,16 +304,30 @@ def status(
             "memory_used": facts["memory_used"] if facts else None,
             "memory_limit": facts["memory_limit"] if facts else None,
             "started_at": facts["started_at"] if facts else None,
+            "usage": usage,
         })
     if output != Format.table:
-        emit({"operator": {"pid": operator_pid()}, "agents": rows}, output)
+        emit({"operator": {"pid": operator_pid()}, "gateway": gateway, "agents": rows}, output)
         return
+
+    def spend(usage: dict | None) -> str:
+        if not usage:
+            return "-"
+        text = f"{usage['tokens']} tok ${usage['costUsd']:.4f}"
+        if usage.get("refused"):
+            text += f" ({usage['refused']} refused{', OVER BUDGET' if usage.get('overBudget') else ''})"
+        return text
+
     table(
-        ["NAME", "PHASE", "ENDPOINT", "CPU", "MEMORY", "UPTIME"],
+        ["NAME", "PHASE", "ENDPOINT", "CPU", "MEMORY", "UPTIME", "TODAY"],
         [[r["name"], r["phase"], r["endpoint"] or "-",
           f"{r['cpu_percent']}%" if r["cpu_percent"] is not None else "-",
           f"{_mb(r['memory_used'])}/{_mb(r['memory_limit'])}" if r["memory_used"] is not None else "-",
-          _uptime(r["started_at"])] for r in rows],
+          _uptime(r["started_at"]), spend(r["usage"])] for r in rows]
+        + ([["den-gateway", gateway["phase"], gateway.get("endpoint") or "-",
+             f"{gateway['cpu_percent']}%" if "cpu_percent" in gateway else "-",
+             f"{_mb(gateway['memory_used'])}/{_mb(gateway['memory_limit'])}" if "memory_used" in gateway else "-",
+             _uptime(gateway.get("started_at")), "(model gateway)"]] if agents else []),
         empty="No agents. Try: den init && den up",
     )
     pid = operator_pid()

@@ -19,8 +19,9 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 from den.api.errors import DenError
 from den.operator import names
@@ -148,9 +149,12 @@ class Controller:
     """Drives a :class:`Reconciler` from events with a pool of workers keyed by agent."""
 
     def __init__(self, store: Store, reconciler: Reconciler, *, events_source: Callable | None = None,
-                 workers: int = WORKERS, watch_version: Callable[[], object] | None = None) -> None:
+                 workers: int = WORKERS, watch_version: Callable[[], object] | None = None,
+                 system: Mapping[Key, Any] | None = None) -> None:
         self.store = store
         self.reconciler = reconciler
+        #: System components (the model gateway) by work-queue key: reconciled on the same queue.
+        self.system = dict(system or {})
         self.queue = WorkQueue()
         self.stop = threading.Event()
         self.failures: dict[Key, int] = {}
@@ -159,6 +163,8 @@ class Controller:
         self.watch_version = watch_version
 
     def enqueue_all(self) -> None:
+        for key in self.system:
+            self.queue.add(key)
         for agent in self.store.list():
             self.queue.add((agent.namespace, agent.name))
 
@@ -185,6 +191,10 @@ class Controller:
                     name = labels.get(names.LABEL_AGENT)
                     if name:
                         self.queue.add((labels.get(names.LABEL_NAMESPACE, "default"), name))
+                    elif labels.get(names.LABEL_COMPONENT):
+                        for key in self.system:
+                            if key[1] == f"den-{labels[names.LABEL_COMPONENT]}":
+                                self.queue.add(key)
             except Exception as exc:
                 log.warning("docker event stream ended: %s; reconnecting", exc)
                 time.sleep(1.0)
@@ -210,8 +220,9 @@ class Controller:
     def process(self, key: Key) -> None:
         """Reconcile ``key`` once; on failure record it and requeue with backoff."""
         namespace, name = key
+        component = self.system.get(key)
         try:
-            result = self.reconciler.reconcile(namespace, name)
+            result = component.reconcile() if component else self.reconciler.reconcile(namespace, name)
         except Exception as exc:
             retries = self.failures.get(key, 0) + 1
             self.failures[key] = retries
@@ -220,7 +231,10 @@ class Controller:
             if not isinstance(exc, DenError):
                 log.debug("traceback", exc_info=True)
             try:
-                self.reconciler.record_failure(namespace, name, exc, retries, delay)
+                if component:
+                    component.record_failure(exc)
+                else:
+                    self.reconciler.record_failure(namespace, name, exc, retries, delay)
             except Exception as status_error:  # never let status reporting kill the worker
                 log.warning("could not record failure for %s/%s: %s", namespace, name, status_error)
             self.queue.add(key, delay)
@@ -228,6 +242,9 @@ class Controller:
         self.failures.pop(key, None)
         if result.requeue_after is not None:
             self.queue.add(key, result.requeue_after)
+        if not component:  # an agent changed: the gateway's config follows
+            for system_key in self.system:
+                self.queue.add(system_key)
 
     def _work(self) -> None:
         while not self.stop.is_set():
@@ -268,6 +285,7 @@ def setup_logging(path: Path | None) -> None:
 
 def run_operator(*, log_file: Path | None = None) -> int:
     """``den operator run``: hold the lock, reconcile until SIGTERM/SIGINT."""
+    from den.operator import gateway
     from den.operator.docker_backend import DockerBackend
     from den.operator.readiness import ReadinessProber
     from den.operator.secrets import LocalCredentials
@@ -285,11 +303,11 @@ def run_operator(*, log_file: Path | None = None) -> int:
 
     def docker_events():
         return backend.client.events(
-            decode=True, filters={"type": "container", "label": names.LABEL_AGENT}
+            decode=True, filters={"type": "container", "label": f"{names.LABEL_MANAGED_BY}={names.MANAGED_BY}"}
         )
 
-    controller = Controller(store, reconciler, events_source=docker_events,
-                            watch_version=credentials.version)
+    controller = Controller(store, reconciler, events_source=docker_events, watch_version=credentials.version,
+                            system={gateway.KEY: gateway.GatewayReconciler(store, backend, credentials)})
     prober.on_change = controller.queue.add
 
     def stop(_signum: int, _frame: object) -> None:

@@ -19,7 +19,15 @@ from den.api.errors import BackendUnavailable, DenError
 from den.api.resource import Agent
 from den.operator import names
 from den.operator.backend import ContainerFacts, ExecResult, PortTaken, Stats
-from den.operator.plan import Action, DesiredContainer, Observed, ObservedContainer, Operation
+from den.operator.plan import (
+    Action,
+    DesiredContainer,
+    DesiredGateway,
+    Observed,
+    ObservedContainer,
+    ObservedGateway,
+    Operation,
+)
 
 RUNTIME_UID = 10001
 
@@ -128,7 +136,39 @@ class DockerBackend:
         except docker.errors.ImageNotFound:
             image_id = None
         return Observed(containers=tuple(mine), volume_exists=volume, image_id=image_id,
-                        foreign_container=foreign, used_ports=frozenset(used))
+                        foreign_container=foreign, used_ports=frozenset(used),
+                        network_exists=self._network_exists(names.NETWORK))
+
+    def _network_exists(self, name: str) -> bool:
+        return any(n.name == name for n in self.client.networks.list(names=[name]))
+
+    def observe_gateway(self) -> ObservedGateway:
+        """The gateway's container(s), volume, network and image, in one snapshot."""
+        import docker.errors
+
+        client = self.client
+        found = client.containers.list(all=True, filters={"label": f"{names.LABEL_COMPONENT}=gateway"})
+        try:
+            client.volumes.get(names.GATEWAY_VOLUME)
+            volume = True
+        except docker.errors.NotFound:
+            volume = False
+        try:
+            image_id = client.images.get(names.GATEWAY_IMAGE).id
+        except docker.errors.ImageNotFound:
+            image_id = None
+        return ObservedGateway(containers=tuple(self._observed(c) for c in found), volume_exists=volume,
+                               network_exists=self._network_exists(names.NETWORK), image_id=image_id)
+
+    def gateway_endpoint(self) -> str | None:
+        """The gateway's API on 127.0.0.1 (for the CLI), when its container runs."""
+        found = self.client.containers.list(filters={"label": f"{names.LABEL_COMPONENT}=gateway"})
+        for container in found:
+            ports = (container.attrs.get("NetworkSettings", {}).get("Ports") or {}).get(
+                f"{names.GATEWAY_PORT}/tcp") or []
+            if ports and ports[0].get("HostPort"):
+                return f"http://127.0.0.1:{ports[0]['HostPort']}"
+        return None
 
     @staticmethod
     def _observed(container: Any) -> ObservedContainer:
@@ -153,13 +193,25 @@ class DockerBackend:
 
         client = self.client
         desired = operation.container
-        if operation.action == Action.create_volume:
+        if operation.action == Action.create_network:
+            if not self._network_exists(operation.name):
+                try:
+                    client.networks.create(operation.name, driver="bridge", check_duplicate=True,
+                                           labels={names.LABEL_MANAGED_BY: names.MANAGED_BY})
+                except docker.errors.APIError as exc:  # another worker made it first
+                    if exc.status_code != 409:
+                        raise
+        elif operation.action == Action.create_volume:
             assert desired is not None, "CreateVolume carries the desired container (for its labels)"
-            owner = (names.LABEL_AGENT, names.LABEL_NAMESPACE, names.LABEL_MANAGED_BY)
-            client.volumes.create(name=operation.name, labels={k: desired.labels[k] for k in owner})
+            owner = (names.LABEL_AGENT, names.LABEL_NAMESPACE, names.LABEL_COMPONENT, names.LABEL_MANAGED_BY)
+            client.volumes.create(name=operation.name,
+                                  labels={k: desired.labels[k] for k in owner if k in desired.labels})
         elif operation.action == Action.create_container:
             assert desired is not None, "CreateContainer carries the desired container"
-            self._create(desired)
+            if isinstance(desired, DesiredGateway):
+                self._create_gateway(desired)
+            else:
+                self._create(desired)
         elif operation.action == Action.start_container:
             container = client.containers.get(operation.name)
             try:
@@ -168,7 +220,7 @@ class DockerBackend:
                 if not _is_port_conflict(exc):
                     raise
                 container.remove(force=True)
-                raise PortTaken(desired.port if desired else 0) from None
+                raise PortTaken(desired.port if isinstance(desired, DesiredContainer) else 0) from None
         elif operation.action == Action.remove_container:
             try:
                 client.containers.get(operation.id or operation.name).remove(force=True)
@@ -205,12 +257,43 @@ class DockerBackend:
                 "HOME": HOME_DIR,
             },
             hostname=desired.hostname or desired.name,
+            network=desired.docker_network,
         )
         files = {
             CONFIG_FILE: (json.dumps(desired.manifest, indent=2).encode(), 0o644),
             ENV_FILE: (json.dumps(dict(desired.secrets.values)).encode(), 0o600),
         }
         container.put_archive(HOME_DIR, _tar(files))
+
+    def _create_gateway(self, desired: DesiredGateway) -> None:
+        self.client.containers.create(
+            image=desired.image,
+            name=desired.name,
+            labels=desired.labels,
+            detach=True,
+            user=desired.user,
+            ports={f"{desired.port}/tcp": ("127.0.0.1", None)},  # for the CLI only; agents use the network
+            volumes={
+                desired.config_dir: {"bind": names.GATEWAY_CONFIG_MOUNT, "mode": "ro"},
+                desired.volume: {"bind": names.GATEWAY_DATA_MOUNT, "mode": "rw"},
+            },
+            mem_limit="1g",
+            pids_limit=256,
+            restart_policy={"Name": "unless-stopped"},
+            extra_hosts={"host.docker.internal": "host-gateway"},
+            cap_drop=["ALL"],
+            security_opt=["no-new-privileges"],
+            read_only=True,
+            tmpfs={"/tmp": "rw,size=64m"},
+            environment={
+                "DEN_GATEWAY_CONFIG_DIR": names.GATEWAY_CONFIG_MOUNT,
+                "DEN_GATEWAY_DATA": names.GATEWAY_DATA_MOUNT,
+                "DEN_GATEWAY_PORT": str(desired.port),
+                "HOME": "/tmp",
+            },
+            hostname=desired.name,
+            network=desired.network,
+        )
 
     # -- facts for the CLI --------------------------------------------------------
 
@@ -258,6 +341,15 @@ class DockerBackend:
         container = self._container(agent)
         if container is None or container.status != "running":
             return None
+        return self._stats(container)
+
+    def gateway_stats(self) -> Stats | None:
+        """The same sample for the model gateway's container."""
+        found = self.client.containers.list(filters={"label": f"{names.LABEL_COMPONENT}=gateway"})
+        return self._stats(found[0]) if found else None
+
+    @staticmethod
+    def _stats(container: Any) -> Stats:
         raw = container.stats(stream=False)
         cpu = raw.get("cpu_stats", {})
         pre = raw.get("precpu_stats", {})

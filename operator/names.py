@@ -15,6 +15,8 @@ LABEL_GENERATION = "den.dev/generation"
 LABEL_SOURCE = "den.dev/source"
 ANNOTATION_SOURCE_PATH = "den.dev/source-path"
 
+LABEL_COMPONENT = "den.dev/component"
+
 FINALIZER = "den.dev/cleanup"
 FINALIZER_DESTROY = "den.dev/destroy-volume"
 
@@ -50,3 +52,24 @@ def container_name(agent: str, namespace: str = "default") -> str:
 
 def volume_name(agent: str, namespace: str = "default") -> str:
     return f"{container_name(agent, namespace)}-home"
+
+
+# The model gateway: one per installation, a system component the operator reconciles.
+GATEWAY = "den-gateway"  # container name and DNS name on the agents' network
+GATEWAY_IMAGE = "den-gateway:latest"
+GATEWAY_PORT = 8900
+GATEWAY_VOLUME = "den-gateway-data"  # its ledger
+GATEWAY_CONFIG_MOUNT = "/etc/den-gateway"
+GATEWAY_DATA_MOUNT = "/data"
+#: The user-defined Docker network agents and the gateway share.
+NETWORK = "den"
+
+
+def gateway_dir() -> Path:
+    """Host folder with the gateway's config (agents.json, keys.json), mounted read-only."""
+    return den_home() / "gateway"
+
+
+def gateway_url() -> str:
+    """Where agents reach the gateway (the OpenAI base URL)."""
+    return f"http://{GATEWAY}:{GATEWAY_PORT}/v1"

@@ -68,8 +68,9 @@ class DesiredContainer:
     memory_mb: int
     labels: dict[str, str]
     config_hash: str
-    network: str
+    network: str  # the Agentfile's policy: none | filtered | host
     hostname: str = ""
+    docker_network: str = names.NETWORK  # the network it joins, shared with the gateway
     manifest: dict = field(default_factory=dict, repr=False, compare=False)
     secrets: AgentSecrets = field(default_factory=lambda: AgentSecrets({}), repr=False, compare=False)
 
@@ -99,9 +100,34 @@ class Observed:
     image_id: str | None = None  # None: the image is not present
     foreign_container: bool = False  # a container with our name that Den does not own
     used_ports: frozenset[int] = frozenset()  # host ports other Den agents hold (running or not)
+    network_exists: bool = True  # the agents' network (backends always observe it)
+
+
+@dataclass(frozen=True)
+class DesiredGateway:
+    """The model gateway's container: one per installation."""
+
+    name: str
+    image: str
+    volume: str
+    network: str
+    port: int
+    config_dir: str  # host folder mounted read-only
+    user: str
+    labels: dict[str, str]
+    config_hash: str
+
+
+@dataclass(frozen=True)
+class ObservedGateway:
+    containers: tuple[ObservedContainer, ...] = ()
+    volume_exists: bool = False
+    network_exists: bool = False
+    image_id: str | None = None
 
 
 class Action(str, Enum):
+    create_network = "CreateNetwork"
     create_volume = "CreateVolume"
     create_container = "CreateContainer"
     start_container = "StartContainer"
@@ -109,7 +135,7 @@ class Action(str, Enum):
     remove_volume = "RemoveVolume"
 
 
-_VOLUME_ACTIONS = frozenset({Action.create_volume, Action.remove_volume})
+_KINDS = {Action.create_volume: "volume", Action.remove_volume: "volume", Action.create_network: "network"}
 
 
 @dataclass(frozen=True)
@@ -121,11 +147,11 @@ class Operation:
     name: str
     reason: str
     id: str | None = None
-    container: DesiredContainer | None = field(default=None, repr=False, compare=False)
+    container: DesiredContainer | DesiredGateway | None = field(default=None, repr=False, compare=False)
 
     @property
     def target(self) -> str:
-        kind = "volume" if self.action in _VOLUME_ACTIONS else "container"
+        kind = _KINDS.get(self.action, "container")
         return f"{kind}:{self.name}" + (f"#{self.id[:12]}" if self.id else "")
 
     def __str__(self) -> str:
@@ -175,7 +201,7 @@ def config_hash(agent: Agent, image_id: str | None, secrets_digest: str = "none"
     spec = agent.spec.model_dump(mode="json", exclude={"desiredState"})
     canonical = json.dumps(
         {"spec": spec, "image": image_id or agent.spec.runtime.base, "namespace": agent.namespace,
-         "secrets": secrets_digest},
+         "secrets": secrets_digest, "network": names.NETWORK},
         sort_keys=True,
         separators=(",", ":"),
     )
@@ -248,6 +274,8 @@ def make_plan(agent: Agent, observed: Observed, desired: DesiredContainer, *, de
             plan.stalled = problem
             plan.operations.clear()
             return plan
+    if needs_container and not observed.network_exists:
+        plan.add(Operation(Action.create_network, desired.docker_network, "not found"))
     if not observed.volume_exists:
         plan.add(Operation(Action.create_volume, desired.volume, "not found", container=desired))
     if keep is None:
@@ -258,6 +286,42 @@ def make_plan(agent: Agent, observed: Observed, desired: DesiredContainer, *, de
         plan.add(Operation(Action.create_container, desired.name, "config diverged", container=desired))
         plan.add(Operation(Action.start_container, desired.name, "created", container=desired))
     elif not keep.running and keep.status != "restarting":  # Docker's restart policy owns restarts
+        plan.add(Operation(Action.start_container, desired.name, f"container is {keep.status}",
+                           container=desired))
+    return plan
+
+
+def gateway_hash(image_id: str | None, settings: dict) -> str:
+    canonical = json.dumps({"image": image_id, **settings}, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:32]
+
+
+def make_gateway_plan(observed: ObservedGateway, desired: DesiredGateway) -> Plan:
+    """The gateway converges like an agent: network, volume, then one container with the
+    right config hash. Its config files are reloaded in place, so they are not in the hash."""
+    plan = Plan()
+    current = sorted(observed.containers, key=lambda c: (not c.running, c.id))
+    keep = current[0] if current else None
+    for extra in current[1:]:
+        plan.add(Operation(Action.remove_container, extra.name, "duplicate container", id=extra.id))
+    needs_container = keep is None or keep.config_hash != desired.config_hash
+    if needs_container and observed.image_id is None:
+        plan.stalled = ("ImageMissing", f"image {desired.image} not found: build it with `make image` "
+                                        "(hack/build-image.sh)")
+        plan.operations.clear()
+        return plan
+    if not observed.network_exists:
+        plan.add(Operation(Action.create_network, desired.network, "not found"))
+    if not observed.volume_exists:
+        plan.add(Operation(Action.create_volume, desired.volume, "not found", container=desired))
+    if keep is None:
+        plan.add(Operation(Action.create_container, desired.name, "not found", container=desired))
+        plan.add(Operation(Action.start_container, desired.name, "created", container=desired))
+    elif keep.config_hash != desired.config_hash:
+        plan.add(Operation(Action.remove_container, keep.name, "config diverged", id=keep.id))
+        plan.add(Operation(Action.create_container, desired.name, "config diverged", container=desired))
+        plan.add(Operation(Action.start_container, desired.name, "created", container=desired))
+    elif not keep.running and keep.status != "restarting":
         plan.add(Operation(Action.start_container, desired.name, f"container is {keep.status}",
                            container=desired))
     return plan

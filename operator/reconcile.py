@@ -166,6 +166,8 @@ class Reconciler:
         previous = agent.status
         return AgentStatus(phase="Pending", observedGeneration=agent.metadata.generation,
                            port=port if port is not None else (previous.port if previous else None),
+                           gateway=names.gateway_url(),
+                           usage=previous.usage if previous else None,
                            cron=list(previous.cron) if previous else [])
 
     def _write_status(self, agent: Agent, status: AgentStatus) -> None:

@@ -1,4 +1,9 @@
-"""Provider keys, ``${VAR}`` references and per-agent API tokens, owned by the reconciler.
+"""Provider keys, ``${VAR}`` references and per-agent tokens, owned by the reconciler.
+
+Provider keys go to the model gateway only (``$DEN_HOME/gateway/keys.json``,
+mounted read-only into it): never into an agent. An agent gets its resolved
+``runtime.env`` less any model provider key, its API token, and its gateway
+token (worthless anywhere but at the gateway, for that agent).
 
 Nothing here is ever written to the state store, a log or a container's
 configuration. Three sources resolve an agent's ``runtime.env``, first wins:
@@ -27,7 +32,7 @@ import stat
 from collections.abc import Mapping
 from pathlib import Path
 
-from den.api.contract import TOKEN_ENV, provider_key_name
+from den.api.contract import GATEWAY_TOKEN_ENV, GATEWAY_URL_ENV, TOKEN_ENV, provider_key_name
 from den.api.errors import CredentialsError, DenError
 from den.api.resource import Agent
 from den.operator import names
@@ -139,23 +144,34 @@ def capture_env(agent: Agent, environ: Mapping[str, str]) -> None:
         _write_private(path, captured)
 
 
-def resolve_env(agent: Agent, *sources: Mapping[str, str]) -> dict[str, str]:
-    """``runtime.env`` with every ``${VAR}`` resolved (first source wins), plus the provider's
-    key when a source has it. Raises :class:`MissingVariable` naming the first unresolved one."""
-    def lookup(variable: str) -> str | None:
-        return next((source[variable] for source in sources if variable in source), None)
+def _lookup(sources: tuple[Mapping[str, str], ...], variable: str) -> str | None:
+    return next((source[variable] for source in sources if variable in source), None)
 
+
+def resolve_env(agent: Agent, *sources: Mapping[str, str]) -> dict[str, str]:
+    """``runtime.env`` with every ``${VAR}`` resolved (first source wins), less the model
+    provider's key variable (that goes to the gateway, not the agent). Raises
+    :class:`MissingVariable` naming the first unresolved reference."""
+    key_name = provider_key_name(agent.spec.model.provider)
     resolved: dict[str, str] = {}
     for key, value in agent.spec.runtime.env.items():
         for variable in _REFERENCE.findall(value):
-            if lookup(variable) is None:
+            if _lookup(sources, variable) is None:
                 raise MissingVariable(agent, key, variable)
-        resolved[key] = _REFERENCE.sub(lambda m: lookup(m.group(1)) or "", value)
-    key_name = provider_key_name(agent.spec.model.provider)
-    provider_key = lookup(key_name)
-    if key_name not in resolved and provider_key is not None:
-        resolved[key_name] = provider_key
+        if key != key_name:
+            resolved[key] = _REFERENCE.sub(lambda m: _lookup(sources, m.group(1)) or "", value)
     return resolved
+
+
+def provider_key(agent: Agent, *sources: Mapping[str, str]) -> str | None:
+    """The model provider's key for ``agent`` (for the gateway): ``runtime.env`` naming the
+    key variable wins, then the sources by variable name."""
+    key_name = provider_key_name(agent.spec.model.provider)
+    declared = agent.spec.runtime.env.get(key_name)
+    if declared is not None:
+        value = _REFERENCE.sub(lambda m: _lookup(sources, m.group(1)) or "", declared)
+        return value or None
+    return _lookup(sources, key_name)
 
 
 # -- API tokens -------------------------------------------------------------------------
@@ -170,14 +186,43 @@ def read_token(agent: Agent) -> str | None:
     return path.read_text().strip() or None if path.exists() else None
 
 
-def ensure_token(agent: Agent) -> str:
-    """The agent's token, made once and kept across down/up (clients keep working)."""
-    existing = read_token(agent)
+def ensure_token(agent: Agent, *, kind: str = "api") -> str:
+    """The agent's API token (or, with ``kind="gateway"``, its gateway token), made once and
+    kept across down/up so clients keep working."""
+    path = token_path(agent) if kind == "api" else gateway_token_path(agent)
+    return _ensure_secret(path, "den_" if kind == "api" else "dengw_")
+
+
+def _ensure_secret(path: Path, prefix: str) -> str:
+    """A random secret kept in ``path`` (0600); made once, race-free: two workers asking at
+    once get the same value (the file appears whole, by link, or not at all)."""
+    existing = path.read_text().strip() if path.exists() else ""
     if existing:
         return existing
-    token = "den_" + secrets.token_urlsafe(32)
-    _write_private(token_path(agent), token + "\n")
+    token = prefix + secrets.token_urlsafe(32)
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tmp = path.with_name(f"{path.name}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(token + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        token = path.read_text().strip()
+    finally:
+        tmp.unlink(missing_ok=True)
     return token
+
+
+def gateway_token_path(agent: Agent) -> Path:
+    return names.tokens_dir() / f"{agent.namespace}.{agent.name}.gateway"
+
+
+def admin_token() -> str:
+    """The token the CLI reads the gateway's ledger with (never given to an agent)."""
+    return _ensure_secret(names.tokens_dir() / "gateway-admin", "denadm_")
 
 
 # -- what the reconciler delivers -------------------------------------------------------
@@ -189,18 +234,33 @@ class LocalCredentials:
     def __init__(self, environ: Mapping[str, str] | None = None) -> None:
         self.environ = os.environ if environ is None else environ
 
-    def secrets_for(self, agent: Agent, *, make_token: bool = True) -> AgentSecrets:
-        """Token plus resolved ``runtime.env``; raises :class:`MissingVariable`. With
-        ``make_token=False`` (``den inspect``) a missing token is left missing."""
+    def _sources(self, agent: Agent) -> tuple[Mapping[str, str], ...]:
         by_variable = {provider_key_name(p): k for p, k in load_credentials().items()}
-        captured = _read_private_json(captured_env_path(agent))
-        env = resolve_env(agent, captured, by_variable, self.environ)
+        return (_read_private_json(captured_env_path(agent)), by_variable, self.environ)
+
+    def secrets_for(self, agent: Agent, *, make_token: bool = True) -> AgentSecrets:
+        """What the agent gets: resolved ``runtime.env`` (no provider key), its API token, the
+        gateway's URL and its gateway token. Raises :class:`MissingVariable`. With
+        ``make_token=False`` (``den inspect``) missing tokens are left missing."""
+        env = resolve_env(agent, *self._sources(agent))
+        env[GATEWAY_URL_ENV] = names.gateway_url()
+        gateway = ensure_token(agent, kind="gateway") if make_token else (
+            gateway_token_path(agent).read_text().strip() if gateway_token_path(agent).exists() else None)
         token = ensure_token(agent) if make_token else read_token(agent)
-        return AgentSecrets({**env, TOKEN_ENV: token} if token else env)
+        if gateway:
+            env[GATEWAY_TOKEN_ENV] = gateway
+        if token:
+            env[TOKEN_ENV] = token
+        return AgentSecrets(env)
+
+    def provider_key_for(self, agent: Agent) -> str | None:
+        """The model provider key this agent's calls carry at the gateway, if any source has it."""
+        return provider_key(agent, *self._sources(agent))
 
     def forget(self, agent: Agent) -> None:
         """Remove the agent's token and captured environment (``den destroy``)."""
         token_path(agent).unlink(missing_ok=True)
+        gateway_token_path(agent).unlink(missing_ok=True)
         captured_env_path(agent).unlink(missing_ok=True)
         # The secrets file of Den 0.1 (resolved at `den up`), if one is left.
         (names.den_home() / "secrets" / f"{agent.namespace}.{agent.name}.json").unlink(missing_ok=True)

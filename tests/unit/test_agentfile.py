@@ -110,6 +110,7 @@ def test_an_agentfile_with_only_name_and_model_gets_the_documented_defaults() ->
         "network": "filtered",
         "allow": [],
         "env": {},
+        "budget": {"usd_per_day": None, "tokens_per_day": None},
     }
     assert spec.model.model_dump() == {
         "provider": "openai",
