@@ -72,6 +72,22 @@ def world(den, den_home: Path, tmp_path: Path, docker_client, runtime_image, scr
             container.remove(force=True)
         for volume in docker_client.volumes.list(filters={"label": f"den.dev/agent={name}"}):
             volume.remove(force=True)
+    remove_gateway(docker_client)
+
+
+def remove_gateway(docker_client) -> None:
+    """The model gateway, its ledger volume and the agents' network (made for this test)."""
+    import docker.errors
+
+    for container in docker_client.containers.list(all=True, filters={"label": "den.dev/component=gateway"}):
+        container.remove(force=True)
+    for name, kind in (("den-gateway-data", docker_client.volumes), ("den", docker_client.networks)):
+        try:
+            kind.get(name).remove()
+        except docker.errors.NotFound:
+            pass
+        except docker.errors.APIError:  # still in use by something this test did not make
+            pass
 
 
 def agent_json(den, name: str) -> dict:
