@@ -8,13 +8,19 @@ Writes bench/results/<UTC time>.json and bench/results/latest.json and prints a 
   library is still loading, and is reported too);
 - heal_after_rm_s: `docker rm -f` of a running agent until its API answers again;
 - cli_help_ms / cli_status_ms: start-up of `den --help` and `den status` (median of 7);
-- api_*: 200 plain chat completions through the agent's API against the scripted
-  model called directly (p50, p99 and their ratio), and the first-token latency the
-  agent adds when streaming (both in this process, real HTTP on 127.0.0.1).
+- api_*: 200 plain chat completions through the agent's API and the model gateway
+  against the scripted model called directly (p50, p99, what agent + gateway add),
+  and the first-token latency they add when streaming (all in this process, real
+  HTTP on 127.0.0.1);
+- idle_agent_rss_mb: memory of an idle agent's container after it answered once;
+- image_runtime_mb / image_gateway_mb: the two images' sizes;
+- fleet_*: 50 agents applied at once (one directory, the operator running) until
+  all are Ready, and the memory all their containers use then.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import statistics
@@ -27,6 +33,15 @@ import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
+#: The targets of the model-gateway work, shown beside the measurements.
+GOALS = {
+    "up_ready_s": "<= 1.5",
+    "up_over_bare_ratio": "<= 1.3",
+    "idle_agent_rss_mb": "<= 80",
+    "fleet_all_ready_s": "<= 60 (50 agents, 2 cores)",
+    "api_added_p50_ms": "<= 3",
+    "api_added_p99_ms": "<= 10",
+}
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 DEN = [sys.executable, "-m", "den"]
@@ -131,6 +146,7 @@ def api_overhead(requests: int = 200) -> dict[str, float]:
     from den.runtime.scripted_model import create_scripted_app
 
     body = {"model": "scripted", "messages": [{"role": "user", "content": "ping"}]}
+    headers: dict[str, str] = {}
 
     def timings(url: str, stream: bool, count: int = requests) -> list[float]:
         out = []
@@ -138,36 +154,108 @@ def api_overhead(requests: int = 200) -> dict[str, float]:
             for _ in range(count):
                 start = time.perf_counter()
                 if stream:
-                    with client.stream("POST", f"{url}/v1/chat/completions", json={**body, "stream": True}) as r:
+                    with client.stream("POST", f"{url}/v1/chat/completions", json={**body, "stream": True},
+                                       headers=headers) as r:
                         for line in r.iter_lines():
                             if '"content"' in line and '"content": ""' not in line and '"content":""' not in line:
                                 break  # the first token arrived
                 else:
-                    client.post(f"{url}/v1/chat/completions", json=body).raise_for_status()
+                    client.post(f"{url}/v1/chat/completions", json=body, headers=headers).raise_for_status()
                 out.append(time.perf_counter() - start)
         return out
 
-    with _Served(create_scripted_app()) as model_url:
-        agent = Agent.model_validate({"metadata": {"name": "bench", "generation": 1},
-                                      "spec": {"model": {"provider": "openai", "name": "scripted",
-                                                         "base_url": f"{model_url}/v1"}}})
-        app = create_app(agent, env={})
-        with _Served(app) as agent_url:
-            while httpx.get(f"{agent_url}/readyz").status_code != 200:
-                time.sleep(0.1)
-            timings(agent_url, False, count=10)  # warm up
-            direct, through = timings(model_url, False), timings(agent_url, False)
-            direct_first, through_first = timings(model_url, True), timings(agent_url, True)
+    from den.runtime.gateway.app import create_gateway_app
+
+    with tempfile.TemporaryDirectory() as folder, _Served(create_scripted_app()) as model_url:
+        config, data = Path(folder) / "config", Path(folder) / "data"
+        config.mkdir()
+        data.mkdir()
+        gateway_token, api_token = "dengw_bench", "den_bench"
+        (config / "agents.json").write_text(json.dumps({"admin_token_sha256": "0" * 64, "agents": {
+            hashlib.sha256(gateway_token.encode()).hexdigest(): {
+                "namespace": "default", "name": "bench",
+                "model": {"provider": "openai", "name": "scripted", "base_url": f"{model_url}/v1",
+                          "temperature": 0.7, "max_tokens": 256},
+                "budget": {"usd_per_day": None, "tokens_per_day": None}}}}))
+        (config / "keys.json").write_text(json.dumps({"OPENAI_API_KEY": "sk-bench"}))
+        with _Served(create_gateway_app(config, data)) as gateway_url:
+            agent = Agent.model_validate({"metadata": {"name": "bench", "generation": 1},
+                                          "spec": {"model": {"provider": "openai", "name": "scripted",
+                                                             "base_url": f"{model_url}/v1"}}})
+            app = create_app(agent, env={"DEN_API_TOKEN": api_token, "DEN_GATEWAY_URL": f"{gateway_url}/v1",
+                                         "DEN_GATEWAY_TOKEN": gateway_token})
+            with _Served(app) as agent_url:
+                headers["Authorization"] = f"Bearer {api_token}"
+                while httpx.get(f"{agent_url}/readyz").status_code != 200:
+                    time.sleep(0.1)
+                timings(agent_url, False, count=10)  # warm up
+                direct, through = timings(model_url, False), timings(agent_url, False)
+                direct_first, through_first = timings(model_url, True), timings(agent_url, True)
     return {
         "api_direct_p50_ms": percentile(direct, 0.5) * 1000,
         "api_direct_p99_ms": percentile(direct, 0.99) * 1000,
         "api_agent_p50_ms": percentile(through, 0.5) * 1000,
         "api_agent_p99_ms": percentile(through, 0.99) * 1000,
         "api_overhead_ratio_p50": percentile(through, 0.5) / percentile(direct, 0.5),
+        "api_added_p50_ms": (percentile(through, 0.5) - percentile(direct, 0.5)) * 1000,
+        "api_added_p99_ms": (percentile(through, 0.99) - percentile(direct, 0.99)) * 1000,
         "first_token_direct_p50_ms": percentile(direct_first, 0.5) * 1000,
         "first_token_agent_p50_ms": percentile(through_first, 0.5) * 1000,
         "first_token_added_p50_ms": (percentile(through_first, 0.5) - percentile(direct_first, 0.5)) * 1000,
     }
+
+
+def container_memory_mb(names: list[str]) -> float:
+    """Memory the containers use now (usage less inactive file cache), in MiB."""
+    import docker
+
+    client = docker.from_env()
+    total = 0
+    for name in names:
+        raw = client.containers.get(name).stats(stream=False)
+        memory = raw.get("memory_stats", {})
+        total += memory.get("usage", 0) - (memory.get("stats", {}) or {}).get("inactive_file", 0)
+    return total / (1024 * 1024)
+
+
+def image_mb(image: str) -> float:
+    out = subprocess.run(["docker", "image", "inspect", "-f", "{{.Size}}", image],
+                         capture_output=True, text=True, check=True)
+    return int(out.stdout.strip()) / (1024 * 1024)
+
+
+def fleet(home: Path, env: dict[str, str], count: int = 50) -> dict[str, float]:
+    """``count`` agents applied at once with the operator running, until all are Ready."""
+    folder = home / "fleet"
+    folder.mkdir()
+    names = [f"fleet-{uuid.uuid4().hex[:6]}-{i}" for i in range(count)]
+    for name in names:
+        (folder / f"{name}.yaml").write_text(
+            f"name: {name}\nmodel: {{provider: openai, name: scripted, base_url: 'http://host.docker.internal:9/v1'}}\n"
+            "runtime: {cpu: 0.25, memory: 128m, network: host}\n")
+    subprocess.Popen([*DEN, "operator", "run", "--log-file", str(home / "operator.log")], env=env,
+                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    time.sleep(1.0)
+    start = time.monotonic()
+    subprocess.run([*DEN, "apply", "-f", str(folder)], env=env, check=True, capture_output=True)
+    deadline = start + 600
+    while time.monotonic() < deadline:
+        out = subprocess.run([*DEN, "get", "agents", "-o", "json"], env=env, capture_output=True, text=True)
+        items = json.loads(out.stdout)["items"]
+        ready = [a for a in items if any(c["type"] == "Ready" and c["status"] == "True"
+                                         for c in (a.get("status") or {}).get("conditions", []))]
+        if len(ready) == count:
+            break
+        time.sleep(0.5)
+    else:
+        raise RuntimeError(f"the fleet was not Ready in 600 s ({len(ready)}/{count})")
+    elapsed = time.monotonic() - start
+    memory = container_memory_mb([f"den-{n}" for n in names])
+    for name in names:
+        subprocess.run(["docker", "rm", "-f", f"den-{name}"], capture_output=True)
+        subprocess.run(["docker", "volume", "rm", "-f", f"den-{name}-home"], capture_output=True)
+    return {"fleet_agents": count, "fleet_all_ready_s": elapsed, "fleet_memory_mb": memory,
+            "fleet_memory_per_agent_mb": memory / count}
 
 
 def main() -> int:
@@ -187,22 +275,41 @@ def main() -> int:
         results["up_over_bare_ratio"] = results["up_ready_s"] / results["bare_run_readyz_200_s"]
         out = subprocess.run([*DEN, "api", name, "-o", "json"], env=env, check=True, capture_output=True, text=True)
         endpoint = json.loads(out.stdout)["endpoint"]
+        token = json.loads(out.stdout)["token"]
+        request = urllib.request.Request(f"{endpoint}/v1/models", headers={"Authorization": f"Bearer {token}"})
+        urllib.request.urlopen(request, timeout=10).read()
+        time.sleep(2.0)
+        results["idle_agent_rss_mb"] = container_memory_mb([f"den-{name}"])
+        results["image_runtime_mb"] = image_mb("den-runtime:latest")
+        results["image_gateway_mb"] = image_mb("den-gateway:latest")
         subprocess.run(["docker", "rm", "-f", f"den-{name}"], check=True, capture_output=True)
         start = time.monotonic()
         wait_http(f"{endpoint}/healthz", timeout=30)
         results["heal_after_rm_s"] = time.monotonic() - start
+        subprocess.run(["docker", "rm", "-f", "den-gateway"], check=True, capture_output=True)
+        start = time.monotonic()
+        wait_http(f"{endpoint}/readyz", timeout=60)
+        while subprocess.run(["docker", "inspect", "-f", "{{.State.Running}}", "den-gateway"],
+                             capture_output=True, text=True).stdout.strip() != "true":
+            time.sleep(0.1)
+        results["gateway_heal_after_rm_s"] = time.monotonic() - start
+        subprocess.run([*DEN, "destroy", name, "--yes"], env=env, capture_output=True)
+        subprocess.run([*DEN, "operator", "stop"], env=env, capture_output=True)
+        results.update(fleet(home, env))
     finally:
         subprocess.run([*DEN, "destroy", name, "--yes"], env=env, capture_output=True)
         subprocess.run([*DEN, "operator", "stop"], env=env, capture_output=True)
+        subprocess.run(["docker", "rm", "-f", "den-gateway"], capture_output=True)  # this bench's, not yours
     RESULTS.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    record = {"time": stamp, "machine": {"cpus": os.cpu_count()}, "results": {k: round(v, 4) for k, v in results.items()}}
+    record = {"time": stamp, "machine": {"cpus": os.cpu_count()},
+              "goals": GOALS, "results": {k: round(v, 4) for k, v in results.items()}}
     for target in (RESULTS / f"{stamp}.json", RESULTS / "latest.json"):
         target.write_text(json.dumps(record, indent=2) + "\n")
     width = max(map(len, results))
-    print(f"{'measurement'.ljust(width)}  value")
+    print(f"{'measurement'.ljust(width)}  {'value':>10}  goal")
     for key, value in results.items():
-        print(f"{key.ljust(width)}  {value:.3f}")
+        print(f"{key.ljust(width)}  {value:10.3f}  {GOALS.get(key, '')}")
     print(f"\nwritten to {RESULTS / (stamp + '.json')}")
     return 0
 
