@@ -150,9 +150,9 @@ class GatewayReconciler:
         agents = self.store.list()
         if write_config(agents, self.credentials):
             log.info("gateway config written (%d agents)", len(agents))
-        if not agents and not self.backend.observe_gateway().containers:
-            return Result()  # nothing to serve yet: the first agent brings the gateway up
         observed = self.backend.observe_gateway()
+        if not agents and not observed.containers:
+            return Result()  # nothing to serve yet: the first agent brings the gateway up
         plan = make_gateway_plan(observed, desired_gateway(observed))
         if plan.stalled:
             raise TerminalError(*plan.stalled)
