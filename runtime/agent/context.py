@@ -69,7 +69,9 @@ def last_user_text(messages: list[dict[str, Any]]) -> str:
 
 def build_context(spec: AgentSpec, memory: Recalls | None, conversation: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """System message first, then the conversation without any system messages the client sent
-    (the agent's identity is not the client's to replace; the client's go after it)."""
+    (the agent's identity is not the client's to replace; the client's go after it).
+
+    Recall reads the memory store (SQLite): async callers run this in a thread."""
     client_system = [m for m in conversation if m.get("role") == "system"]
     rest = [m for m in conversation if m.get("role") != "system"]
     messages = [system_message(spec, recalled(spec, memory, last_user_text(conversation)))]

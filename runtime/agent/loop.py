@@ -10,6 +10,7 @@ checks' retry limit.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -86,7 +87,7 @@ class AgentLoop:
     ) -> Turn:
         """Answer the conversation. ``on_delta`` streams answer text (only when no checks
         must judge it first); ``on_event`` gets tool progress."""
-        context = build_context(self.spec, self.memory, conversation)
+        context = await asyncio.to_thread(build_context, self.spec, self.memory, conversation)
         tools = self.interceptor.offered(allowed_tools) if self.interceptor else None
         stream_to = on_delta if not self.checks else None
         turn = Turn(content="", stop_reason="max_steps")

@@ -18,6 +18,7 @@ protocol readable in logs and easy to script in tests:
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import threading
@@ -87,17 +88,17 @@ class LoopRunner:
         turn = await self.agent_loop.run([{"role": "user", "content": prompt}], allowed_tools=list(loop.tools))
         iteration = Iteration(str(loop.type), number, prompt, turn.content, [s.tool for s in turn.steps])
         run.iterations.append(iteration)
-        self._save(run)
+        await self._save(run)
         return iteration
 
-    def _save(self, run: Run) -> None:
-        if self.store is not None:
-            self.store.save(run)
+    async def _save(self, run: Run) -> None:
+        if self.store is not None:  # SQLite: off the event loop
+            await asyncio.to_thread(self.store.save, run)
 
     async def start(self, goal: str, loop: str | None = None, chain: bool = False) -> Run:
         loops = self.resolve(loop, chain)
         run = Run(id=f"run-{uuid.uuid4().hex[:12]}", goal=goal, loops=[str(item.type) for item in loops])
-        self._save(run)
+        await self._save(run)
         context = ""
         for spec in loops:
             handler = getattr(self, f"_{spec.type}")
@@ -108,7 +109,7 @@ class LoopRunner:
             run.status = "succeeded"
             run.outcome = context
         run.finished = time.time()
-        self._save(run)
+        await self._save(run)
         return run
 
     async def _research(self, run: Run, loop: LoopSpec, goal: str, context: str) -> tuple[bool, str]:

@@ -1,4 +1,9 @@
-"""The Den Protocol: ``/den/v1`` status, memory, tools and runs."""
+"""The Den Protocol: ``/den/v1`` status, memory, tools and runs.
+
+Routes that touch SQLite are plain ``def``: FastAPI runs them in its
+threadpool, so a slow query never stalls the event loop (and every other
+request with it).
+"""
 
 from __future__ import annotations
 
@@ -15,7 +20,7 @@ router = APIRouter(prefix="/den/v1", tags=["den"])
 
 
 @router.get("/status")
-async def status(state: StateDep) -> dict[str, Any]:
+def status(state: StateDep) -> dict[str, Any]:
     """Health, uptime, model, token usage and cost, tool calls and refusals, memory, cron."""
     return state.status()
 
@@ -27,7 +32,7 @@ class MemoIn(BaseModel):
 
 
 @router.get("/memory")
-async def memory(state: StateDep, q: str | None = None, limit: int = 20, offset: int = 0) -> dict[str, Any]:
+def memory(state: StateDep, q: str | None = None, limit: int = 20, offset: int = 0) -> dict[str, Any]:
     """List memories (newest first), or search them with ``q``."""
     limit = max(1, min(limit, 200))
     found = state.memory.search(q, limit) if q else state.memory.list(limit, max(0, offset))
@@ -35,7 +40,7 @@ async def memory(state: StateDep, q: str | None = None, limit: int = 20, offset:
 
 
 @router.post("/memory", status_code=201)
-async def remember(body: MemoIn, state: StateDep) -> dict[str, Any]:
+def remember(body: MemoIn, state: StateDep) -> dict[str, Any]:
     """Write a memory."""
     return state.memory.write(body.text, body.tags).as_dict()
 
@@ -80,12 +85,12 @@ async def start_run(body: RunIn, state: StateDep) -> dict[str, Any]:
 
 
 @router.get("/runs")
-async def runs(state: StateDep) -> dict[str, Any]:
+def runs(state: StateDep) -> dict[str, Any]:
     return {"items": state.runs.store.list()}
 
 
 @router.get("/runs/{run_id}")
-async def run(run_id: str, state: StateDep) -> dict[str, Any]:
+def run(run_id: str, state: StateDep) -> dict[str, Any]:
     found = state.runs.store.get(run_id)
     if found is None:
         raise HTTPException(404, f"no run {run_id!r}")

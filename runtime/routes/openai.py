@@ -42,7 +42,7 @@ async def chat_completions(
     session = request.headers.get("x-den-session") or body.user
     conversation = body.wire_messages()
     if session and state.sessions is not None:
-        conversation = state.sessions.merge(session, conversation)
+        conversation = await asyncio.to_thread(state.sessions.merge, session, conversation)
     fields = {"model": state.agent_loop.model.model_id, "messages": len(body.messages),
               "stream": body.stream, "session": session}
     if not body.stream:
@@ -50,7 +50,7 @@ async def chat_completions(
             turn = await state.agent_loop.run(conversation)
         except ModelError as exc:
             return _upstream_failed(state, exc, fields)
-        _finish(state, session, conversation, turn, fields)
+        await _finish(state, session, conversation, turn, fields)
         return JSONResponse(turn_body(turn, state.agent.name))
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
     stream = TurnStream(state.agent.name, include_usage=include_usage)
@@ -66,12 +66,13 @@ async def chat_completions(
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
 
-def _finish(state: RuntimeState, session: str | None, conversation: list[dict[str, Any]], turn: Turn,
-            fields: dict[str, Any]) -> None:
+async def _finish(state: RuntimeState, session: str | None, conversation: list[dict[str, Any]],
+                  turn: Turn, fields: dict[str, Any]) -> None:
     state.record_usage(turn.usage.as_openai())
     state.cost_usd += turn.usage.cost_usd
     if session and state.sessions is not None:
-        state.sessions.save(session, [*conversation, {"role": "assistant", "content": turn.content}])
+        await asyncio.to_thread(state.sessions.save, session,
+                                [*conversation, {"role": "assistant", "content": turn.content}])
     log.info("completion", extra={"fields": {**fields, "usage": turn.usage.as_openai(),
                                              "steps": len(turn.steps), "stop_reason": turn.stop_reason}})
 
@@ -91,7 +92,7 @@ async def _events(state: RuntimeState, stream: TurnStream, task: asyncio.Task, s
         if not task.done():
             task.cancel()
     if task.done() and not task.cancelled() and task.exception() is None:
-        _finish(state, session, conversation, task.result(), fields)
+        await _finish(state, session, conversation, task.result(), fields)
 
 
 def _upstream_failed(state: RuntimeState, exc: ModelError, fields: dict[str, Any]) -> JSONResponse:

@@ -2,10 +2,12 @@
 
 Absolute paths, ``..`` and symlinks that lead outside the workspace are
 refused: every path is resolved (following links) and must stay inside.
+Each tool's file system work runs in a worker thread, off the event loop.
 """
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -45,6 +47,10 @@ class FileRead(DenTool):
     Arguments = FileReadArgs
 
     async def run(self, args: FileReadArgs, ctx: ToolContext) -> ToolResult:
+        return await asyncio.to_thread(self.read_file, args, ctx)
+
+    @staticmethod
+    def read_file(args: FileReadArgs, ctx: ToolContext) -> ToolResult:
         try:
             path = confined(ctx, args.path)
         except PathRefused as exc:
@@ -69,6 +75,10 @@ class FileWrite(DenTool):
     Arguments = FileWriteArgs
 
     async def run(self, args: FileWriteArgs, ctx: ToolContext) -> ToolResult:
+        return await asyncio.to_thread(self.write_file, args, ctx)
+
+    @staticmethod
+    def write_file(args: FileWriteArgs, ctx: ToolContext) -> ToolResult:
         data = args.content.encode("utf-8")
         if len(data) > WRITE_CAP:
             return ToolResult.error(f"content is larger than {WRITE_CAP} bytes")
@@ -97,6 +107,10 @@ class FileList(DenTool):
     Arguments = FileListArgs
 
     async def run(self, args: FileListArgs, ctx: ToolContext) -> ToolResult:
+        return await asyncio.to_thread(self.list_folder, args, ctx)
+
+    @staticmethod
+    def list_folder(args: FileListArgs, ctx: ToolContext) -> ToolResult:
         try:
             folder = ctx.workspace.resolve() if args.path in ("", ".") else confined(ctx, args.path)
         except PathRefused as exc:

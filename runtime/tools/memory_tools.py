@@ -1,6 +1,11 @@
-"""memo_write, memo_search, memo_list and schedule_task: through the memory and scheduler interfaces."""
+"""memo_write, memo_search, memo_list and schedule_task: through the memory and scheduler interfaces.
+
+Memory and scheduler are SQLite on the agent's volume: each call runs in a worker thread, off the event loop.
+"""
 
 from __future__ import annotations
+
+import asyncio
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -19,7 +24,7 @@ class MemoWrite(DenTool):
     Arguments = MemoWriteArgs
 
     async def run(self, args: MemoWriteArgs, ctx: ToolContext) -> ToolResult:
-        memo = ctx.memory.write(args.text, args.tags)
+        memo = await asyncio.to_thread(ctx.memory.write, args.text, args.tags)
         return ToolResult(True, f"remembered (memo {memo.id})", memo.as_dict())
 
 
@@ -35,7 +40,7 @@ class MemoSearch(DenTool):
     Arguments = MemoSearchArgs
 
     async def run(self, args: MemoSearchArgs, ctx: ToolContext) -> ToolResult:
-        found = ctx.memory.search(args.query, args.limit)
+        found = await asyncio.to_thread(ctx.memory.search, args.query, args.limit)
         return ToolResult(True, "\n".join(f"[{m.id}] {m.text}" for m in found) or "nothing found",
                           {"memos": [m.as_dict() for m in found]})
 
@@ -52,7 +57,7 @@ class MemoList(DenTool):
     Arguments = MemoListArgs
 
     async def run(self, args: MemoListArgs, ctx: ToolContext) -> ToolResult:
-        memos = ctx.memory.list(args.limit, args.offset)
+        memos = await asyncio.to_thread(ctx.memory.list, args.limit, args.offset)
         return ToolResult(True, "\n".join(f"[{m.id}] {m.text}" for m in memos) or "no memos",
                           {"memos": [m.as_dict() for m in memos]})
 
@@ -71,7 +76,7 @@ class ScheduleTask(DenTool):
 
     async def run(self, args: ScheduleArgs, ctx: ToolContext) -> ToolResult:
         try:
-            task = ctx.scheduler.schedule(args.name, args.schedule, args.prompt)
+            task = await asyncio.to_thread(ctx.scheduler.schedule, args.name, args.schedule, args.prompt)
         except ValueError as exc:
             return ToolResult.error(str(exc))
         return ToolResult(True, f"scheduled {args.name} ({args.schedule})", task)

@@ -55,7 +55,7 @@ def test_an_unlisted_tool_is_refused_when_the_model_asks_and_when_called_directl
     bad = httpx.post(f"{url}/den/v1/tools/file_read", json={"nope": 1}, headers=AUTH)
     assert bad.status_code == 422 and "path" in bad.json()["error"]["message"]
     assert httpx.post(f"{url}/den/v1/tools/file_read", content=b"{not json",
-                      headers={"Content-Type": "application/json"}).status_code == 400
+                      headers={"Content-Type": "application/json", **AUTH}).status_code == 400
     status = httpx.get(f"{url}/den/v1/status", headers=AUTH).json()
     assert status["tools"]["refused"] == {"shell_exec": 2} and status["tools"]["refused_total"] == 2
     listed = httpx.get(f"{url}/den/v1/tools", headers=AUTH).json()["tools"]
