@@ -343,11 +343,7 @@ class CronSpec(_Model):
     @field_validator("schedule")
     @classmethod
     def _schedule(cls, value: str) -> str:
-        from croniter import croniter
-
-        if not croniter.is_valid(value):
-            raise ValueError(f"{value!r} is not a valid cron expression (e.g. '0 9 * * 1-5')")
-        return value
+        return validate_cron(value)
 
 
 Name = Annotated[str, Field(description="The agent's name (DNS-1123 label, at most 63 characters).")]
@@ -493,6 +489,16 @@ def validate_labels(labels: dict[str, str]) -> dict[str, str]:
                 "letters, digits, '-', '_', '.')"
             )
     return labels
+
+
+def validate_cron(value: str) -> str:
+    """A cron expression croniter accepts, or ValueError saying what is expected. The one rule
+    for Agentfile ``cron`` entries and the tasks an agent schedules itself."""
+    from croniter import croniter
+
+    if not croniter.is_valid(value):
+        raise ValueError(f"{value!r} is not a valid cron expression (e.g. '0 9 * * 1-5')")
+    return value
 
 
 def validate_dns_label(value: str) -> str:

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import re
 import threading
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from den.api.resource import now
 from den.runtime.sqlite import open_db
 
 
@@ -39,7 +39,7 @@ class SqliteMemos:
         )
 
     def write(self, text: str, tags: str = "") -> Memo:
-        created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        created = now()
         with self._lock:
             cursor = self._db.execute("INSERT INTO memos (text, tags, created) VALUES (?, ?, ?)",
                                       (text, tags, created))

@@ -12,6 +12,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from den.api.agentfile import validate_cron
+from den.api.resource import now
 from den.runtime.sqlite import open_db
 
 
@@ -23,10 +25,8 @@ class TaskScheduler:
     def schedule(self, name: str, schedule: str, prompt: str) -> dict[str, Any]:
         from croniter import croniter
 
-        if not croniter.is_valid(schedule):
-            raise ValueError(f"{schedule!r} is not a valid cron expression (e.g. '0 9 * * 1-5')")
-        task = {"name": name, "schedule": schedule, "prompt": prompt,
-                "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        validate_cron(schedule)
+        task = {"name": name, "schedule": schedule, "prompt": prompt, "created": now(),
                 "next_run": croniter(schedule, time.time()).get_next(float)}
         with self._lock:
             self._db.execute("INSERT INTO tasks VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET body = excluded.body",
