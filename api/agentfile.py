@@ -244,11 +244,23 @@ class MemorySpec(_Model):
     """Long-term memory, kept on the agent's volume."""
 
     backend: MemoryBackend = Field(MemoryBackend.sqlite, description="sqlite or postgres.")
-    semantic_recall: bool = Field(True, description="Recall memories by meaning (vectors) as well as keywords.")
-    fact_extraction: bool = Field(True, description="Extract durable facts from conversations.")
+    semantic_recall: bool = Field(True, description="Planned: recall memories by meaning as well as keywords (accepted, not used yet).")
+    fact_extraction: bool = Field(True, description="Planned: extract durable facts from conversations (accepted, not used yet).")
     max_context_memories: int = Field(
         10, ge=0, description="How many recalled memories are injected into each turn."
     )
+
+    @field_validator("backend")
+    @classmethod
+    def _backend_available(cls, value: str) -> str:
+        # postgres stays in the enum (and the CRD) for the memory work; until it lands, refuse it
+        # rather than accept it and keep the memories in SQLite.
+        if value == MemoryBackend.postgres.value:
+            raise ValueError(
+                "postgres is not available yet: memories are kept in SQLite on the agent's volume; "
+                "use backend: sqlite (or leave backend out)"
+            )
+        return value
 
 
 class CustomToolSpec(_Model):

@@ -71,7 +71,8 @@ class ScheduleArgs(BaseModel):
 
 class ScheduleTask(DenTool):
     name = "schedule_task"
-    description = "Schedule a prompt for yourself on a cron schedule."
+    description = ("Store a prompt for yourself with a cron schedule. Den does not run scheduled "
+                   "tasks yet: it will run once scheduling is available.")
     Arguments = ScheduleArgs
 
     async def run(self, args: ScheduleArgs, ctx: ToolContext) -> ToolResult:
@@ -79,4 +80,5 @@ class ScheduleTask(DenTool):
             task = await asyncio.to_thread(ctx.scheduler.schedule, args.name, args.schedule, args.prompt)
         except ValueError as exc:
             return ToolResult.error(str(exc))
-        return ToolResult(True, f"scheduled {args.name} ({args.schedule})", task)
+        return ToolResult(True, f"stored task {args.name} (schedule {args.schedule}); Den does not run "
+                                "scheduled tasks yet: it will run once scheduling is available", task)

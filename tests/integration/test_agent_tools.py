@@ -15,7 +15,7 @@ import pytest
 from den.api.resource import Agent
 from den.runtime.tools.base import NetworkPolicy, ToolContext
 from den.runtime.tools.registry import BUILTINS, ToolInterceptor
-from tests.integration.conftest import AUTH, agent_resource
+from tests.integration.conftest import AUTH, ScriptedModel, agent_resource, serve_app
 
 TOOLS = ["file_read", "file_write", "file_list", "shell_exec", "memo_write", "memo_search", "http_request"]
 
@@ -80,6 +80,20 @@ def context(tmp_path: Path, mode: str = "host", allow: list[str] | None = None) 
 def call(ctx: ToolContext, name: str, args: dict):
     interceptor = ToolInterceptor({name: BUILTINS[name]()}, ctx)
     return asyncio.run(interceptor.call(name, args))
+
+
+def test_schedule_task_says_the_task_is_stored_and_not_yet_run(tmp_path: Path) -> None:
+    from den.runtime.scheduler import TaskScheduler
+
+    ctx = ToolContext(agent="t", home=tmp_path, scheduler=TaskScheduler(tmp_path / "schedule.db"))
+    stored = call(ctx, "schedule_task", {"name": "daily", "schedule": "0 9 * * *", "prompt": "report"})
+    assert stored.ok and stored.content == (
+        "stored task daily (schedule 0 9 * * *); Den does not run scheduled tasks yet: "
+        "it will run once scheduling is available"
+    )
+    assert [task["name"] for task in ctx.scheduler.list()] == ["daily"]
+    refused = call(ctx, "schedule_task", {"name": "bad", "schedule": "every day", "prompt": "report"})
+    assert not refused.ok and "not a valid cron expression" in refused.content
 
 
 @pytest.mark.parametrize("path", ["../escape.txt", "/etc/passwd", "a/../../b", "link-out/secret", "dirlink/x.txt"])
@@ -160,8 +174,10 @@ def test_http_request_respects_size_and_time_caps_and_the_network_policy(tmp_pat
 def test_a_loop_never_exceeds_max_iterations(scripted_model, serve_runtime) -> None:
     url = serve_runtime(agent_with(scripted_model.base_url,
                                    loops=[{"type": "research", "max_iterations": 3, "tools": ["memo_search"]}]))
+    scripted_model.clear()
     run = httpx.post(f"{url}/den/v1/runs", json={"goal": "find the answer", "loop": "research"}, timeout=60, headers=AUTH).json()
     assert run["status"] == "exhausted" and len(run["iterations"]) == 3
+    assert [offered_tools(body) for body in scripted_model.chat_bodies()] == [["memo_search"]] * 3
     assert httpx.get(f"{url}/den/v1/runs/{run['id']}", headers=AUTH).json()["iterations"][2]["number"] == 3
     missing = httpx.post(f"{url}/den/v1/runs", json={"goal": "x", "loop": "verify"}, headers=AUTH)
     assert missing.status_code == 422 and "not declared" in missing.json()["error"]["message"]
@@ -190,6 +206,21 @@ def test_a_custom_tool_from_an_entry_point_works_end_to_end(scripted_model, serv
     assert os.environ.get("DEN_API_TOKEN") is None
 
 
+def offered_tools(body: dict) -> list[str]:
+    """The names of the tools a chat request offered the model (none: ``[]``)."""
+    return sorted(tool["function"]["name"] for tool in body.get("tools") or [])
+
+
+#: The loop each of the runner's prompts belongs to, by how the prompt starts.
+LOOP_PROMPTS = {"Research goal": "research", "Plan how": "plan", "Goal: ": "execute", "Verify this work": "verify"}
+
+
+def loop_of(body: dict) -> str:
+    prompt = [m for m in body["messages"] if m["role"] == "user"][-1]["content"]
+    (loop,) = [loop for start, loop in LOOP_PROMPTS.items() if prompt.startswith(start)]
+    return loop
+
+
 def test_the_chain_runs_the_loops_in_agentfile_order(serve_runtime) -> None:
     from den.runtime.scripted_model import create_scripted_app
     from tests.conftest import serve_app
@@ -210,3 +241,26 @@ def test_the_chain_runs_the_loops_in_agentfile_order(serve_runtime) -> None:
     assert run["loops"] == ["research", "plan", "execute", "verify"]
     assert run["plan"] == ["look up", "write it down"] and run["done_steps"] == run["plan"]
     assert [i["loop"] for i in run["iterations"]] == ["research", "plan", "execute", "execute", "verify"]
+
+
+def test_each_loop_offers_the_model_only_its_own_tools(serve_runtime) -> None:
+    from den.runtime.scripted_model import create_scripted_app
+
+    rules = [
+        {"match": "^Research goal", "reply": "SUFFICIENT: the sky is blue"},
+        {"match": "^Plan how", "reply": '["write it down"]'},
+        {"match": "^Goal: .*Execute step", "reply": "done"},
+        {"match": "^Verify this work", "reply": '{"pass": true, "reason": "meets the criteria"}'},
+    ]
+    subsets = {"research": ["http_request", "memo_search"], "plan": [],
+               "execute": ["file_read", "file_write", "shell_exec"], "verify": ["file_read"]}
+    with serve_app(create_scripted_app(rules)) as model_url:
+        url = serve_runtime(agent_with(f"{model_url}/v1", loops=[
+            {"type": loop, "max_iterations": 2, "tools": tools} for loop, tools in subsets.items()
+        ]))
+        run = httpx.post(f"{url}/den/v1/runs", json={"goal": "why is the sky blue", "chain": True}, timeout=60, headers=AUTH).json()
+        bodies = ScriptedModel(model_url).chat_bodies()
+    assert run["status"] == "succeeded", run
+    assert [loop_of(body) for body in bodies] == ["research", "plan", "execute", "verify"]
+    for body in bodies:
+        assert offered_tools(body) == subsets[loop_of(body)], loop_of(body)

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
+from den import __version__
 from tests.conftest import EXAMPLES, FIXTURES
 
 EXAMPLE = EXAMPLES / "research-analyst" / "Agentfile"
@@ -189,4 +192,14 @@ def test_help_shows_examples_for_every_command(den) -> None:
     for command in ("validate", "apply", "get", "delete", "events", "init"):
         result = den(command, "--help")
         assert result.code == 0 and "Example" in result.stdout, command
-    assert shutil.which("den") or True
+
+
+def test_the_installed_den_command_runs(den_home: Path) -> None:
+    """The `den` console script pip installs next to this Python, not `python -m den`."""
+    script = Path(sys.executable).parent / ("den.exe" if os.name == "nt" else "den")
+    assert script.is_file(), f"no `den` console script at {script}: reinstall with `pip install -e .`"
+    env = {**os.environ, "DEN_HOME": str(den_home), "NO_COLOR": "1"}
+    version = subprocess.run([str(script), "--version"], capture_output=True, text=True, env=env, timeout=60)
+    assert (version.returncode, version.stdout.strip()) == (0, f"den {__version__}"), version.stderr
+    usage = subprocess.run([str(script), "--help"], capture_output=True, text=True, env=env, timeout=60)
+    assert usage.returncode == 0 and usage.stdout.startswith("Usage: den "), usage.stderr

@@ -551,7 +551,7 @@ def agentfiles(draw: st.DrawFn) -> Agentfile:
             },
         },
         "memory": {
-            "backend": draw(st.sampled_from(["sqlite", "postgres"])),
+            "backend": "sqlite",  # postgres is refused until the memory work lands
             "semantic_recall": draw(st.booleans()),
             "fact_extraction": draw(st.booleans()),
             "max_context_memories": draw(st.integers(0, 50)),
