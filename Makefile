@@ -9,12 +9,12 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 .PHONY: dev test test-unit lint crds image demo bench clean
 
-dev: $(STAMP) ## venv with Den installed editable, test and k8s extras
+dev: $(STAMP) ## venv with Den installed editable, test, k8s and gateway extras
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[test,k8s]'
+	$(BIN)/pip install -q -e '.[test,k8s,gateway]'
 	touch $(STAMP)
 
 # pytest exits 5 when it collects nothing: that is a failure, not a pass.
@@ -32,7 +32,7 @@ lint: dev
 crds: dev ## regenerate crds/ from the pydantic models
 	$(BIN)/python -m den.api.crd > crds/agents.den.dev.yaml
 
-image: dev ## den-runtime:<version> (python:3.12-slim, or a Debian base built offline); skipped when unchanged
+image: dev ## den-runtime and den-gateway (python:3.12-slim, or a Debian base built offline); skipped when unchanged
 	PYTHON=$(BIN)/python bash hack/build-image.sh
 
 demo: dev ## venv, image, the hello agent up and answering

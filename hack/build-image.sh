@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# Build the Den runtime image: den-runtime:<version> (also tagged :latest).
+# Build Den's two images (each also tagged :latest), sharing their layers:
+#   den-runtime:<version>  an agent (no litellm, no provider keys)
+#   den-gateway:<version>  the model gateway (litellm, the keys, the ledger)
 #
-#   hack/build-image.sh            # no-op when the image is up to date
+#   hack/build-image.sh            # no-op when both images are up to date
 #   hack/build-image.sh --force    # rebuild even if up to date
 #
-# Up to date = an image den-runtime:<version> exists whose label
+# Up to date = both images exist with a label
 # den.dev/content-hash equals the sha256 over runtime/Dockerfile,
 # pyproject.toml, this script, every *.py under den/ api/ operator/ runtime/
 # cli/, and the chosen base/mode.
@@ -21,13 +23,15 @@
 #            .den-build/wheels, and the image build never touches an index
 #            (OFFLINE=1).
 #
-# Environment: DEN_IMAGE_BASE, PYTHON, DEN_IMAGE_REPO (default den-runtime).
+# Environment: DEN_IMAGE_BASE, PYTHON, DEN_IMAGE_REPO (default den-runtime),
+# DEN_GATEWAY_REPO (default den-gateway).
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROOT="$PWD"
 
 REPO="${DEN_IMAGE_REPO:-den-runtime}"
+GATEWAY_REPO="${DEN_GATEWAY_REPO:-den-gateway}"
 OFFLINE_BASE="den-base:bookworm"
 ONLINE_BASE="python:3.12-slim"
 BUILD_DIR="$ROOT/.den-build"
@@ -57,6 +61,7 @@ m = re.search(r"^__version__\s*=\s*[\x27\"]([^\x27\"]+)[\x27\"]", src, re.M)
 sys.exit("no __version__ in den/__init__.py") if not m else print(m.group(1))
 ')"
 IMAGE="$REPO:$version"
+GATEWAY_IMAGE="$GATEWAY_REPO:$version"
 
 # --- path: online (PyPI during build) or offline (local wheels) --------------
 if [[ -n ${DEN_IMAGE_BASE:-} ]]; then
@@ -94,15 +99,17 @@ current_hash() {
   docker image inspect -f '{{index .Config.Labels "den.dev/content-hash"}}' "$1" 2>/dev/null || true
 }
 
-if [[ $force -eq 0 && "$(current_hash "$IMAGE")" == "$content_hash" ]]; then
+if [[ $force -eq 0 && "$(current_hash "$IMAGE")" == "$content_hash" \
+      && "$(current_hash "$GATEWAY_IMAGE")" == "$content_hash" ]]; then
   # keep :latest pointing at this version (cheap, idempotent)
   docker tag "$IMAGE" "$REPO:latest"
-  echo "$IMAGE is up to date"
+  docker tag "$GATEWAY_IMAGE" "$GATEWAY_REPO:latest"
+  echo "$IMAGE and $GATEWAY_IMAGE are up to date"
   exit 0
 fi
 
 t_total=$SECONDS
-log "building $IMAGE (base $base, $([[ $offline == 1 ]] && echo offline || echo online), hash ${content_hash:0:12})"
+log "building $IMAGE and $GATEWAY_IMAGE (base $base, $([[ $offline == 1 ]] && echo offline || echo online), hash ${content_hash:0:12})"
 
 # --- base image (offline path) ----------------------------------------------
 if [[ $offline == 1 ]]; then
@@ -154,7 +161,7 @@ export SOURCE_DATE_EPOCH="${SOURCE_DATE_EPOCH:-315532800}"
 t=$SECONDS
 context="$BUILD_DIR/context"
 rm -rf "$context"
-mkdir -p "$context/wheels/den" "$context/wheels/deps"
+mkdir -p "$context/wheels/den" "$context/wheels/deps" "$context/wheels/gateway"
 cp runtime/Dockerfile "$context/Dockerfile"
 
 if [[ $offline == 1 ]]; then
@@ -163,17 +170,19 @@ if [[ $offline == 1 ]]; then
   rm -f "$wheels"/den_agent-*.whl
   # setuptools+wheel are cached too, so the build backend resolves offline next time.
   log "building wheels into .den-build/wheels (cache-only first)"
-  if ! "$PY" -m pip wheel "${pip_q[@]}" --no-index --find-links "$wheels" --wheel-dir "$wheels" "$src" 2>"$BUILD_DIR/pip-offline.log"; then
+  if ! "$PY" -m pip wheel "${pip_q[@]}" --no-index --find-links "$wheels" --wheel-dir "$wheels" "$src[gateway]" 2>"$BUILD_DIR/pip-offline.log"; then
     log "cache incomplete; fetching missing wheels from the package index"
     logged "$BUILD_DIR/pip-wheel.log" \
-      "$PY" -m pip wheel "${pip_q[@]}" --find-links "$wheels" --wheel-dir "$wheels" "$src" setuptools wheel
+      "$PY" -m pip wheel "${pip_q[@]}" --find-links "$wheels" --wheel-dir "$wheels" "$src[gateway]" setuptools wheel
   fi
   den_wheel="$(ls "$wheels"/den_agent-*.whl)"
-  # The exact set the image needs (the cache may hold older versions too).
-  logged "$BUILD_DIR/pip-report.log" \
-    "$PY" -m pip install "${pip_q[@]}" --dry-run --ignore-installed --no-index \
-    --find-links "$wheels" --report "$BUILD_DIR/report.json" "$den_wheel"
-  mapfile -t dep_wheels < <("$PY" - "$BUILD_DIR/report.json" <<'EOF'
+  # The exact sets the images need (the cache may hold older versions too): the agent's,
+  # and what the gateway adds on top of it.
+  resolve() {  # resolve REPORT REQUIREMENT -> the local wheel paths, one a line (not den-agent)
+    logged "$BUILD_DIR/pip-report.log" \
+      "$PY" -m pip install "${pip_q[@]}" --dry-run --ignore-installed --no-index \
+      --find-links "$wheels" --report "$1" "$2"
+    "$PY" - "$1" <<'EOF'
 import json, sys, urllib.parse, urllib.request
 report = json.load(open(sys.argv[1]))
 for item in report["install"]:
@@ -184,14 +193,21 @@ for item in report["install"]:
         sys.exit(f"not a local wheel: {url}")
     print(urllib.request.url2pathname(urllib.parse.urlparse(url).path))
 EOF
-  )
+  }
+  mapfile -t dep_wheels < <(resolve "$BUILD_DIR/report.json" "$den_wheel")
+  mapfile -t all_wheels < <(resolve "$BUILD_DIR/report-gateway.json" "$den_wheel[gateway]")
   [[ ${#dep_wheels[@]} -gt 0 ]] || die "could not resolve the dependency wheels (see $BUILD_DIR/report.json)"
+  mapfile -t gateway_wheels < <(comm -13 <(printf '%s\n' "${dep_wheels[@]}" | sort) <(printf '%s\n' "${all_wheels[@]}" | sort))
+  [[ ${#gateway_wheels[@]} -gt 0 ]] || die "the gateway adds no wheels: is litellm in the [gateway] extra?"
   for w in "${dep_wheels[@]}"; do
     ln "$w" "$context/wheels/deps/" 2>/dev/null || cp "$w" "$context/wheels/deps/"
   done
+  for w in "${gateway_wheels[@]}"; do
+    ln "$w" "$context/wheels/gateway/" 2>/dev/null || cp "$w" "$context/wheels/gateway/"
+  done
   non_manylinux=$(printf '%s\n' "${dep_wheels[@]##*/}" | grep -E 'linux_[a-z0-9_]+\.whl$' | grep -v manylinux || true)
   [[ -z $non_manylinux ]] || log "note: built locally (host-linked) wheels: ${non_manylinux//$'\n'/ }"
-  log "wheels ready: 1 + ${#dep_wheels[@]} dependencies ($(elapsed $t))"
+  log "wheels ready: 1 + ${#dep_wheels[@]} agent dependencies + ${#gateway_wheels[@]} for the gateway ($(elapsed $t))"
 else
   log "building the den-agent wheel"
   rm -f "$BUILD_DIR"/wheels-online/den_agent-*.whl
@@ -202,28 +218,37 @@ else
 fi
 ln "$den_wheel" "$context/wheels/den/" 2>/dev/null || cp "$den_wheel" "$context/wheels/den/"
 # The classic builder handles empty dirs, but keep COPY sources non-empty anyway.
-touch "$context/wheels/deps/.keep"
+touch "$context/wheels/deps/.keep" "$context/wheels/gateway/.keep"
 
 # --- docker build ----------------------------------------------------------------
-old_id="$(docker image inspect -f '{{.Id}}' "$IMAGE" 2>/dev/null || true)"
+old_ids="$(docker image inspect -f '{{.Id}}' "$IMAGE" "$GATEWAY_IMAGE" 2>/dev/null || true)"
 t=$SECONDS
-log "docker build -t $IMAGE -t $REPO:latest"
-# den.dev/component=runtime is a LABEL in the Dockerfile (cached); each --label
-# is one more uncached build step with the classic builder.
-docker build \
-  --label "den.dev/content-hash=$content_hash" \
-  --build-arg "BASE=$base" \
-  --build-arg "OFFLINE=$offline" \
-  -t "$IMAGE" -t "$REPO:latest" \
-  "$context"
+# den.dev/component is a LABEL in the Dockerfile (cached); each --label is one more
+# uncached build step with the classic builder. The runtime is the last stage, so the
+# first build makes every stage; the gateway's build then finds them all in the cache.
+build() {  # build TARGET IMAGE REPO
+  log "docker build --target $1 -t $2 -t $3:latest"
+  docker build \
+    --label "den.dev/content-hash=$content_hash" \
+    --build-arg "BASE=$base" \
+    --build-arg "OFFLINE=$offline" \
+    --target "$1" \
+    -t "$2" -t "$3:latest" \
+    "$context"
+}
+build runtime "$IMAGE" "$REPO"
+build gateway "$GATEWAY_IMAGE" "$GATEWAY_REPO"
 log "docker build done ($(elapsed $t))"
 
-# Drop the image this build replaced, if nothing else refers to it any more.
-new_id="$(docker image inspect -f '{{.Id}}' "$IMAGE")"
-if [[ -n $old_id && $old_id != "$new_id" ]] \
-   && [[ -z "$(docker image inspect -f '{{join .RepoTags " "}}' "$old_id" 2>/dev/null)" ]]; then
-  docker image rm "$old_id" >/dev/null 2>&1 || true
-fi
+# Drop the images this build replaced, if nothing else refers to them any more.
+for old_id in $old_ids; do
+  if [[ -z "$(docker image inspect -f '{{join .RepoTags " "}}' "$old_id" 2>/dev/null)" ]]; then
+    docker image rm "$old_id" >/dev/null 2>&1 || true
+  fi
+done
 
-size="$(docker image inspect -f '{{.Size}}' "$IMAGE")"
-log "built $IMAGE ($((size / 1024 / 1024)) MiB) in $(elapsed $t_total)"
+for image in "$IMAGE" "$GATEWAY_IMAGE"; do
+  size="$(docker image inspect -f '{{.Size}}' "$image")"
+  log "built $image ($((size / 1024 / 1024)) MiB)"
+done
+log "done in $(elapsed $t_total)"

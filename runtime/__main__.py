@@ -6,10 +6,6 @@ import json
 import os
 import sys
 
-from den.api.contract import offline_litellm
-
-offline_litellm()
-
 
 def main() -> int:
     from den.runtime.settings import ConfigError, Settings, apply_env, read_agent, read_env_file

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 from collections.abc import AsyncIterator, Iterable, Mapping
@@ -18,7 +17,6 @@ from den import __version__
 from den.api.contract import TOKEN_ENV
 from den.api.resource import Agent
 from den.runtime.auth import BearerTokenMiddleware
-from den.runtime.completions import load_litellm
 from den.runtime.logging import RequestContextMiddleware
 from den.runtime.openai_types import error_response
 from den.runtime.routes import den, health, openai
@@ -31,8 +29,8 @@ def create_app(agent: Agent, *, env: Mapping[str, str] | None = None,
                secrets: Iterable[str] = (), home: Path | None = None) -> FastAPI:
     """The API of ``agent``.
 
-    ``env`` is where provider keys are looked up (``OPENAI_API_KEY`` for
-    provider ``openai``...); by default the process environment. ``secrets``
+    ``env`` holds the agent's private variables (its API token, the model
+    gateway's URL and its gateway token); by default the process environment. ``secrets``
     are values redacted from every log line and error body (``__main__``
     passes the env file's values). ``home`` is the agent's volume: with it,
     conversations persist across restarts (``__main__`` passes ``/den``).
@@ -48,11 +46,15 @@ def create_app(agent: Agent, *, env: Mapping[str, str] | None = None,
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        warm_up = asyncio.create_task(_load_model_library(state))
+        state.ready = True
+        model = agent.spec.model
+        log.info("ready", extra={"fields": {"model": f"{model.provider}/{model.name}",
+                                            "via": state.agent_loop.model.where,
+                                            "generation": agent.metadata.generation}})
         try:
             yield
         finally:
-            warm_up.cancel()
+            await state.agent_loop.model.close()
 
     app = FastAPI(title=f"Den agent {agent.name}", version=__version__, lifespan=lifespan)
     app.state.runtime = state
@@ -63,19 +65,6 @@ def create_app(agent: Agent, *, env: Mapping[str, str] | None = None,
     for module in (health, openai, den):
         app.include_router(module.router)
     return app
-
-
-async def _load_model_library(state: RuntimeState) -> None:
-    """Import litellm off the event loop (it takes seconds), then report ready."""
-    try:
-        await asyncio.to_thread(load_litellm)
-    except Exception:
-        log.exception("cannot load the model library; the agent stays not ready")
-        return
-    state.ready = True
-    model = state.agent.spec.model
-    log.info("ready", extra={"fields": {"model": f"{model.provider}/{model.name}",
-                                        "generation": state.agent.metadata.generation}})
 
 
 async def _invalid_request(request: Request, exc: Exception) -> JSONResponse:

@@ -1,7 +1,7 @@
 """OpenAI chat completion bodies from the agent's model replies.
 
 The model is called through :class:`den.runtime.agent.model.ModelClient` (the
-runtime's one litellm call site) with the context of
+OpenAI protocol to the model gateway) with the context of
 :func:`den.runtime.agent.context.build_context` (identity and personality
 first, then the request's messages); this module turns its replies into
 ``chat.completion`` JSON and ``chat.completion.chunk`` Server-Sent Events.
@@ -14,25 +14,9 @@ import json
 import time
 import uuid
 from collections.abc import AsyncIterator
-from functools import cache
-from types import ModuleType
 from typing import Any
 
-from den.api.contract import offline_litellm
 from den.runtime.agent.loop import Turn
-
-
-@cache
-def load_litellm() -> ModuleType:
-    """litellm, imported once, quiet, and without fetching its cost map from the network."""
-    offline_litellm()
-    import litellm
-
-    from den.runtime.logging import quiet_library_loggers
-
-    litellm.suppress_debug_info = True
-    quiet_library_loggers()
-    return litellm
 
 
 def completion_id() -> str:

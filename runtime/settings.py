@@ -5,7 +5,8 @@ Everything the runtime reads from its environment is read here, once:
 =================  ========================  ===========================================
 ``DEN_CONFIG``     ``/den/.den/agent.json``  the Agent resource manifest (JSON)
 ``DEN_ENV_FILE``   ``/den/.den/env.json``    a JSON object of environment variables
-                                             (provider keys, resolved ``runtime.env``)
+                                             (API token, gateway URL and token,
+                                             resolved ``runtime.env``: never provider keys)
 ``DEN_HOST``       ``0.0.0.0``               address the API listens on
 ``DEN_PORT``       ``8800``                  port the API listens on
 ``DEN_HOME_DIR``   ``/den``                  the agent's home (its volume)

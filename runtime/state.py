@@ -36,6 +36,7 @@ class RuntimeState:
     runs: Any = None
     home: Path | None = None
     cost_usd: float = 0.0
+    refused_for_budget: int = 0
     check_counts: dict[str, int] = field(default_factory=dict)
 
     def attach_agent_loop(self, home: Path | None) -> None:
@@ -103,6 +104,11 @@ class RuntimeState:
                 "total": self.prompt_tokens + self.completion_tokens,
             },
             "cost_usd": round(self.cost_usd, 6),
+            "usage": {"source": "agent", "requests": self.requests, "refused": self.refused_for_budget,
+                      "tokens": {"prompt": self.prompt_tokens, "completion": self.completion_tokens,
+                                 "total": self.prompt_tokens + self.completion_tokens},
+                      "cost_usd": round(self.cost_usd, 6),
+                      "budget": self.agent.spec.runtime.budget.model_dump()},
             "checks": dict(self.check_counts),
             "sessions": self.sessions.count() if self.sessions is not None else 0,
             "tools": self.interceptor.stats() if self.interceptor is not None else {},

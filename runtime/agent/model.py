@@ -1,26 +1,25 @@
-"""The model the agent thinks with: one litellm call site for the whole runtime."""
+"""The model the agent thinks with, over the plain OpenAI protocol (httpx; no litellm here).
+
+Inside Den the agent calls the model gateway (``DEN_GATEWAY_URL``) with its
+gateway token (``DEN_GATEWAY_TOKEN``): the gateway holds the provider key,
+picks the upstream from the Agentfile, meters the call and enforces the
+budget. Outside Den (``python -m den.runtime`` by hand, tests) an agent with
+no gateway configured talks straight to its ``model.base_url``, an
+OpenAI-compatible server, with ``<PROVIDER>_API_KEY`` from its environment
+if one is set.
+"""
 
 from __future__ import annotations
 
-import os
+import json
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpx
+
 from den.api.agentfile import ModelSpec
-from den.api.contract import offline_litellm, provider_key_name
-
-
-def litellm_model_id(model: ModelSpec) -> str:
-    """``openai/<name>`` for any OpenAI-compatible ``base_url``, else ``<provider>/<name>``."""
-    if model.base_url:
-        return f"openai/{model.name}"
-    return f"{model.provider}/{model.name}"
-
-
-def provider_key(provider: str, environ: Mapping[str, str] | None = None) -> str | None:
-    environ = os.environ if environ is None else environ
-    return environ.get(provider_key_name(provider))
+from den.api.contract import GATEWAY_TOKEN_ENV, GATEWAY_URL_ENV, provider_key_name
 
 
 @dataclass
@@ -73,111 +72,155 @@ class Reply:
 
 
 class ModelError(Exception):
-    """The provider failed (unreachable, refused, malformed): the API answers 502."""
+    """The model could not answer (unreachable, refused, malformed): the API answers ``status``."""
+
+    status = 502
+    type = "upstream_error"
 
 
-def _usage(raw: Any, model_id: str) -> Usage:
-    if raw is None:
+class BudgetExceeded(ModelError):
+    """The gateway refused the call: the agent is over its ``runtime.budget`` for today."""
+
+    status = 429
+    type = "budget_exceeded"
+
+
+def _usage(raw: Any) -> Usage:
+    if not isinstance(raw, dict):
         return Usage()
-    get = raw.get if isinstance(raw, dict) else lambda k, d=None: getattr(raw, k, d)
-    usage = Usage(int(get("prompt_tokens", 0) or 0), int(get("completion_tokens", 0) or 0))
-    try:
-        import litellm
+    return Usage(int(raw.get("prompt_tokens") or 0), int(raw.get("completion_tokens") or 0),
+                 float(raw.get("cost_usd") or 0.0))
 
-        prompt_cost, completion_cost = litellm.cost_per_token(
-            model=model_id, prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens
-        )
-        usage.cost_usd = float(prompt_cost + completion_cost)
-    except Exception:  # unknown models have no price: cost stays 0
-        usage.cost_usd = 0.0
-    return usage
+
+def _error_of(response: httpx.Response, content: bytes, where: str) -> ModelError:
+    try:
+        detail = json.loads(content).get("error") or {}
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+        detail = {}
+    message = detail.get("message") if isinstance(detail, dict) else None
+    message = message or content[:300].decode("utf-8", "replace") or response.reason_phrase
+    if response.status_code == 429 and isinstance(detail, dict) and detail.get("type") == "budget_exceeded":
+        return BudgetExceeded(message)
+    return ModelError(f"{where} answered {response.status_code}: {message}")
 
 
 class ModelClient:
-    """Calls the Agentfile's model through litellm (imported lazily)."""
+    """Chat completions at the gateway (or, outside Den, at ``model.base_url``)."""
 
-    def __init__(self, model: ModelSpec, environ: Mapping[str, str] | None = None) -> None:
+    def __init__(self, model: ModelSpec, environ: Mapping[str, str] | None = None,
+                 transport: httpx.AsyncBaseTransport | None = None) -> None:
+        environ = environ or {}
         self.model = model
-        self.model_id = litellm_model_id(model)
-        key = provider_key(model.provider, environ)
-        self.api_key = key or ("den-no-key" if model.base_url else None)
+        gateway = environ.get(GATEWAY_URL_ENV)
+        if gateway:
+            self.base_url, self.where = gateway.rstrip("/"), "the model gateway"
+            token = environ.get(GATEWAY_TOKEN_ENV)
+        else:
+            self.base_url, self.where = (model.base_url or "").rstrip("/"), f"{model.provider} at {model.base_url}"
+            token = environ.get(provider_key_name(model.provider))
+        self.model_id = f"{model.provider}/{model.name}"
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._client = httpx.AsyncClient(headers=headers, timeout=httpx.Timeout(600.0, connect=10.0),
+                                         trust_env=False, transport=transport)
 
-    def _kwargs(self, messages: list[dict], tools: list[dict] | None, stream: bool) -> dict[str, Any]:
-        kwargs: dict[str, Any] = {
-            "model": self.model_id,
-            "messages": messages,
-            "temperature": self.model.temperature,
-            "max_tokens": self.model.max_tokens,
-            "stream": stream,
-        }
-        if self.model.base_url:
-            kwargs["api_base"] = self.model.base_url
-        if self.api_key:
-            kwargs["api_key"] = self.api_key
+    def _body(self, messages: list[dict], tools: list[dict] | None, stream: bool) -> dict[str, Any]:
+        body: dict[str, Any] = {"model": self.model.name, "messages": messages,
+                                "temperature": self.model.temperature, "max_tokens": self.model.max_tokens}
         if tools:
-            kwargs["tools"] = tools
+            body["tools"] = tools
         if stream:
-            kwargs["stream_options"] = {"include_usage": True}
-        return kwargs
+            body["stream"] = True
+            body["stream_options"] = {"include_usage": True}
+        return body
+
+    def _url(self) -> str:
+        if not self.base_url:
+            raise ModelError(f"no model gateway is configured ({GATEWAY_URL_ENV}) and model.base_url is "
+                             "empty: run the agent under Den (den up), or give the model a base_url")
+        return f"{self.base_url}/chat/completions"
 
     async def complete(self, messages: list[dict], tools: list[dict] | None = None) -> Reply:
-        offline_litellm()
-        import litellm
-
         try:
-            response = await litellm.acompletion(**self._kwargs(messages, tools, stream=False))
-        except Exception as exc:
-            raise ModelError(f"{self.model_id}: {type(exc).__name__}: {exc}") from exc
-        choice = response.choices[0]
-        message = choice.message
+            response = await self._client.post(self._url(), json=self._body(messages, tools, stream=False))
+        except httpx.HTTPError as exc:
+            raise ModelError(f"cannot reach {self.where} ({self.base_url}): {type(exc).__name__}") from None
+        if response.status_code != 200:
+            raise _error_of(response, response.content, self.where)
+        try:
+            data = response.json()
+            choice = data["choices"][0]
+            message = choice.get("message") or {}
+        except (ValueError, KeyError, IndexError, TypeError):
+            raise ModelError(f"{self.where} sent a reply that is not a chat completion") from None
         calls = [
-            ToolCall(c.id, c.function.name, c.function.arguments or "{}")
-            for c in (getattr(message, "tool_calls", None) or [])
+            ToolCall(c.get("id") or f"call_{i}", (c.get("function") or {}).get("name", ""),
+                     (c.get("function") or {}).get("arguments") or "{}")
+            for i, c in enumerate(message.get("tool_calls") or [])
         ]
-        return Reply(
-            content=message.content or "",
-            tool_calls=calls,
-            finish_reason=choice.finish_reason,
-            usage=_usage(getattr(response, "usage", None), self.model_id),
-        )
+        return Reply(content=message.get("content") or "", tool_calls=calls,
+                     finish_reason=choice.get("finish_reason"), usage=_usage(data.get("usage")))
 
     async def stream(self, messages: list[dict], tools: list[dict] | None = None) -> AsyncIterator[Any]:
         """Yield ``str`` content deltas as they arrive, then the finished :class:`Reply`."""
-        offline_litellm()
-        import litellm
-
+        request = self._client.build_request("POST", self._url(), json=self._body(messages, tools, stream=True))
         try:
-            response = await litellm.acompletion(**self._kwargs(messages, tools, stream=True))
-        except Exception as exc:
-            raise ModelError(f"{self.model_id}: {type(exc).__name__}: {exc}") from exc
+            response = await self._client.send(request, stream=True)
+        except httpx.HTTPError as exc:
+            raise ModelError(f"cannot reach {self.where} ({self.base_url}): {type(exc).__name__}") from None
         reply = Reply()
         partial: dict[int, dict[str, str]] = {}
         try:
-            async for chunk in response:
-                if getattr(chunk, "usage", None):
-                    reply.usage = _usage(chunk.usage, self.model_id)
-                if not chunk.choices:
+            if response.status_code != 200:
+                raise _error_of(response, await response.aread(), self.where)
+            async for line in response.aiter_lines():
+                if not line.startswith("data:"):
                     continue
-                choice = chunk.choices[0]
-                delta = choice.delta
-                if getattr(delta, "content", None):
-                    reply.content += delta.content
-                    yield delta.content
-                for call in getattr(delta, "tool_calls", None) or []:
-                    slot = partial.setdefault(call.index or 0, {"id": "", "name": "", "arguments": ""})
-                    if call.id:
-                        slot["id"] = call.id
-                    if call.function and call.function.name:
-                        slot["name"] = call.function.name
-                    if call.function and call.function.arguments:
-                        slot["arguments"] += call.function.arguments
-                if choice.finish_reason:
-                    reply.finish_reason = choice.finish_reason
-        except Exception as exc:
-            raise ModelError(f"{self.model_id}: stream failed: {type(exc).__name__}: {exc}") from exc
+                payload = line[5:].strip()
+                if payload == "[DONE]":
+                    break
+                try:
+                    chunk = json.loads(payload)
+                except json.JSONDecodeError:
+                    raise ModelError(f"{self.where} sent an event that is not JSON") from None
+                if chunk.get("error"):
+                    raise ModelError(f"{self.where} failed mid-stream: {chunk['error'].get('message')}")
+                if chunk.get("usage"):
+                    reply.usage = _usage(chunk["usage"])
+                for choice in chunk.get("choices") or []:
+                    delta = choice.get("delta") or {}
+                    if delta.get("content"):
+                        reply.content += delta["content"]
+                        yield delta["content"]
+                    for call in delta.get("tool_calls") or []:
+                        slot = partial.setdefault(call.get("index") or 0, {"id": "", "name": "", "arguments": ""})
+                        function = call.get("function") or {}
+                        slot["id"] = call.get("id") or slot["id"]
+                        slot["name"] = function.get("name") or slot["name"]
+                        slot["arguments"] += function.get("arguments") or ""
+                    if choice.get("finish_reason"):
+                        reply.finish_reason = choice["finish_reason"]
+        except httpx.HTTPError as exc:
+            raise ModelError(f"the stream from {self.where} broke: {type(exc).__name__}") from None
+        finally:
+            await response.aclose()
         reply.tool_calls = [
             ToolCall(s["id"] or f"call_{i}", s["name"], s["arguments"] or "{}")
             for i, s in sorted(partial.items())
             if s["name"]
         ]
         yield reply
+
+    async def gateway_usage(self) -> dict[str, Any] | None:
+        """Today's use and budget of this agent as the gateway's ledger counts it; None outside
+        Den or while the gateway cannot be reached."""
+        if self.where != "the model gateway":
+            return None
+        root = self.base_url.removesuffix("/v1")
+        try:
+            response = await self._client.get(f"{root}/den/v1/usage", timeout=2.0)
+        except httpx.HTTPError:
+            return None
+        return response.json() if response.status_code == 200 else None
+
+    async def close(self) -> None:
+        await self._client.aclose()

@@ -7,6 +7,7 @@ request with it).
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from fastapi import APIRouter, HTTPException
@@ -20,9 +21,15 @@ router = APIRouter(prefix="/den/v1", tags=["den"])
 
 
 @router.get("/status")
-def status(state: StateDep) -> dict[str, Any]:
-    """Health, uptime, model, token usage and cost, tool calls and refusals, memory, cron."""
-    return state.status()
+async def status(state: StateDep) -> dict[str, Any]:
+    """Health, uptime, model, tool calls and refusals, memory, cron; tokens, cost and budget as
+    the model gateway's ledger counts them (``usage.source``: ``gateway``), or this process's
+    own count when no gateway answers (``usage.source``: ``agent``)."""
+    report = await asyncio.to_thread(state.status)
+    ledger = await state.agent_loop.model.gateway_usage()
+    if ledger is not None:
+        report["usage"] = {"source": "gateway", **ledger}
+    return report
 
 
 class MemoIn(BaseModel):
@@ -80,7 +87,7 @@ async def start_run(body: RunIn, state: StateDep) -> dict[str, Any]:
     except RunError as exc:
         raise HTTPException(422, str(exc)) from None
     except ModelError as exc:
-        raise HTTPException(502, f"the model provider failed: {exc}") from None
+        raise HTTPException(exc.status, f"the model provider failed: {exc}") from None
     return run.as_dict()
 
 

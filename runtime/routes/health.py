@@ -18,7 +18,7 @@ async def healthz() -> dict[str, str]:
 
 @router.get("/readyz", response_model=None)
 async def readyz(state: StateDep) -> dict[str, str] | JSONResponse:
-    """Ready once started: the model library is loaded and completions are served at once."""
+    """Ready once started: completions are served at once (the model library lives in the gateway)."""
     if state.ready:
         return {"status": "ready"}
     return JSONResponse({"status": "starting"}, status_code=503)

@@ -12,7 +12,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from den.runtime.agent.loop import Turn
-from den.runtime.agent.model import ModelError
+from den.runtime.agent.model import BudgetExceeded, ModelError
 from den.runtime.completions import TurnStream, sse, turn_body
 from den.runtime.deps import StateDep
 from den.runtime.logging import redact
@@ -86,7 +86,7 @@ async def _events(state: RuntimeState, stream: TurnStream, task: asyncio.Task, s
         state.errors += 1
         message = redact(str(exc), state.secrets())
         log.warning("the model provider failed mid-stream", extra={"fields": {**fields, "error": message}})
-        yield sse({"error": {"message": f"the model provider failed: {message}", "type": "upstream_error"}})
+        yield sse({"error": {"message": f"the model provider failed: {message}", "type": exc.type}})
         return
     finally:
         if not task.done():
@@ -96,7 +96,13 @@ async def _events(state: RuntimeState, stream: TurnStream, task: asyncio.Task, s
 
 
 def _upstream_failed(state: RuntimeState, exc: ModelError, fields: dict[str, Any]) -> JSONResponse:
+    """The model could not answer: 429 ``budget_exceeded`` when the gateway refused the call for
+    the agent's budget, else 502 ``upstream_error``."""
     state.errors += 1
     message = redact(str(exc), state.secrets())
+    if isinstance(exc, BudgetExceeded):
+        state.refused_for_budget += 1
+        log.warning("the model gateway refused the call: over budget", extra={"fields": {**fields, "error": message}})
+        return error_response(exc.status, f"the model gateway refused the call: {message}", exc.type)
     log.warning("the model provider failed", extra={"fields": {**fields, "error": message}})
-    return error_response(502, f"the model provider failed: {message}", "upstream_error")
+    return error_response(exc.status, f"the model provider failed: {message}", exc.type)

@@ -52,7 +52,7 @@ def scripted_model() -> Iterator[ScriptedModel]:
         yield ScriptedModel(url)
 
 
-def agent_resource(name: str = "test-bot", *, generation: int = 3, **model: Any):
+def agent_resource(name: str = "test-bot", *, generation: int = 3, tools: list[str] | None = None, **model: Any):
     """An Agent resource, as the operator writes to DEN_CONFIG; ``model`` overrides spec.model."""
     from den.api.resource import Agent
 
@@ -64,6 +64,7 @@ def agent_resource(name: str = "test-bot", *, generation: int = 3, **model: Any)
             "model": {"provider": "openai", "name": "scripted", "temperature": 0.3, "max_tokens": 123, **model},
             "identity": {"system_prompt": "You are Test Bot.",
                          "personality": {"tone": "formal", "verbosity": "concise"}},
+            "tools": tools or [],
         },
     })
 
@@ -79,5 +80,54 @@ def serve_runtime() -> Iterator[Callable[..., str]]:
 
         def start(agent, env: Mapping[str, str] | None = None, home=None) -> str:
             return stack.enter_context(serve_app(create_app(agent, env={"DEN_API_TOKEN": TOKEN, **(env or {})}, home=home)))
+
+        yield start
+
+
+@dataclass
+class Gateway:
+    """A running model gateway over a config folder the test writes (as the operator does)."""
+
+    url: str
+    config_dir: Any
+    admin_token: str
+
+    @property
+    def base_url(self) -> str:
+        return f"{self.url}/v1"
+
+    def write(self, agents: dict[str, dict[str, Any]], keys: dict[str, str] | None = None) -> None:
+        """``agents``: gateway token -> {name, model, budget}; written as hashes, like the operator."""
+        import hashlib
+        import json
+
+        def digest(text: str) -> str:
+            return hashlib.sha256(text.encode()).hexdigest()
+
+        config = {"admin_token_sha256": digest(self.admin_token),
+                  "agents": {digest(t): {"namespace": "default", **e} for t, e in agents.items()}}
+        for name, data in (("agents.json", config), ("keys.json", keys or {})):
+            tmp = self.config_dir / f"{name}.tmp"
+            tmp.write_text(json.dumps(data))
+            tmp.replace(self.config_dir / name)
+
+    def ledger(self) -> dict[str, Any]:
+        return httpx.get(f"{self.url}/den/v1/ledger", timeout=10,
+                         headers={"Authorization": f"Bearer {self.admin_token}"}).json()
+
+
+@pytest.fixture
+def serve_gateway(tmp_path) -> Iterator[Callable[..., Gateway]]:
+    """Start model gateways (``data`` keeps the ledger: pass the same folder to restart one)."""
+    from den.runtime.gateway.app import build_app
+
+    with contextlib.ExitStack() as stack:
+
+        def start(*, data=None, direct: bool = True) -> Gateway:
+            config_dir = tmp_path / "gateway-config"
+            config_dir.mkdir(exist_ok=True)
+            url = stack.enter_context(serve_app(build_app(config_dir, data or tmp_path / "gateway-data",
+                                                          direct=direct)))
+            return Gateway(url, config_dir, "denadm_test-admin")
 
         yield start

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 from den.api.resource import AgentStatus
 from den.operator.store import Store
-from tests.integration.conftest import agent_resource
+from tests.integration.conftest import TOKEN, agent_resource
 
 
 def register(den_home, name: str, endpoint: str) -> None:
+    """Record the agent as Running at ``endpoint`` with the token ``serve_runtime`` gave it."""
     with Store(den_home / "state.db") as store:
         agent = agent_resource(name)
         store.apply(agent)
         store.update_status(name, "default", AgentStatus(phase="Running", endpoint=endpoint))
+    tokens = den_home / "tokens"
+    tokens.mkdir(mode=0o700, exist_ok=True)
+    (tokens / f"default.{name}").write_text(TOKEN + "\n")
 
 
 def test_connect_chats_shows_tool_progress_memory_and_quits(den, den_home, scripted_model, serve_runtime) -> None:

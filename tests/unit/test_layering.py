@@ -14,9 +14,9 @@ FORBIDDEN = {
     "api": ("den.operator", "den.runtime", "den.cli"),
     "operator": ("den.cli", "den.runtime"),
 }
-#: The modules allowed to import litellm: the runtime's model client for now; the model
-#: gateway (runtime/gateway/) once it lands, and then nothing in the agent at all.
-LITELLM_HOMES = {"runtime/agent/model.py", "runtime/completions.py"}
+#: The one module allowed to import litellm: the model gateway's upstream. Nothing in the
+#: agent, the operator or the CLI does.
+LITELLM_HOMES = {"runtime/gateway/upstream.py"}
 #: Modules of the operator that must stay free of any backend: pure data and decisions.
 PURE = ("operator/plan.py", "operator/reconcile.py", "operator/backend.py", "operator/secrets.py")
 BACKEND_LIBRARIES = ("docker", "kubernetes", "kopf")
@@ -89,3 +89,12 @@ def test_litellm_is_imported_only_where_the_model_is_called() -> None:
     }
     assert found <= LITELLM_HOMES, f"litellm imported outside its home: {sorted(found - LITELLM_HOMES)}"
     assert found, "the scan found no litellm import at all: the check has become vacuous"
+
+
+def test_the_agents_code_never_imports_the_gateway_or_litellm() -> None:
+    gateway = ROOT / "runtime" / "gateway"
+    agent_files = [f for f in sorted((ROOT / "runtime").rglob("*.py")) if gateway not in f.parents]
+    assert len(agent_files) > 20, "the scan found too few agent modules: the check has become vacuous"
+    bad = [f"{file.relative_to(ROOT)} imports {module}" for file in agent_files for module in imports_of(file)
+           if module.split(".")[0] == "litellm" or module.startswith("den.runtime.gateway")]
+    assert not bad, "\n".join(bad)

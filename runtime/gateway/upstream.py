@@ -1,0 +1,264 @@
+"""Where the gateway sends a call: straight through, or through litellm.
+
+An OpenAI-compatible upstream (OpenAI itself, or any server at a
+``base_url``) needs no translation: the body is forwarded with httpx over a
+pooled connection and the reply streamed back as it arrives, which costs
+well under a millisecond. Every other provider (anthropic, ollama, bedrock,
+...) goes through litellm, imported once in the background at start-up. The
+price of a call always comes from litellm's local price map.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from functools import cache
+from types import ModuleType
+from typing import Any
+
+import httpx
+
+from den.api.contract import offline_litellm
+from den.runtime.gateway.config import ModelSettings
+
+log = logging.getLogger("den.runtime.gateway")
+
+OPENAI_BASE_URL = "https://api.openai.com/v1"
+#: The request fields litellm is given besides model and messages (the rest are dropped).
+LITELLM_FIELDS = ("temperature", "max_tokens", "max_completion_tokens", "top_p", "stop", "tools",
+                  "tool_choice", "response_format", "seed", "n", "presence_penalty",
+                  "frequency_penalty", "user", "parallel_tool_calls", "stream_options")
+
+
+@cache
+def litellm() -> ModuleType:
+    """litellm, imported once, quiet, with its local price map."""
+    offline_litellm()
+    import litellm as library
+
+    from den.runtime.logging import quiet_library_loggers
+
+    library.suppress_debug_info = True
+    library.drop_params = True
+    quiet_library_loggers()
+    return library
+
+
+def cost_of(model: ModelSettings, prompt: int, completion: int) -> float:
+    """US dollars for these tokens by litellm's price map; 0 for models it has no price for."""
+    if not prompt and not completion:
+        return 0.0
+    try:
+        prompt_cost, completion_cost = litellm().cost_per_token(
+            model=model.litellm_id, prompt_tokens=prompt, completion_tokens=completion)
+    except Exception:  # an unknown model has no price
+        return 0.0
+    return float(prompt_cost + completion_cost)
+
+
+@dataclass
+class Metered:
+    """Tokens counted from a reply (plain, or the usage chunk of a stream)."""
+
+    prompt: int = 0
+    completion: int = 0
+    seen: bool = False
+
+    def take(self, usage: Any) -> None:
+        if not isinstance(usage, dict):
+            return
+        self.prompt = int(usage.get("prompt_tokens") or 0)
+        self.completion = int(usage.get("completion_tokens") or 0)
+        self.seen = True
+
+
+@dataclass
+class Reply:
+    """A finished upstream answer: HTTP status and JSON body."""
+
+    status: int
+    body: dict[str, Any]
+    metered: Metered = field(default_factory=Metered)
+
+
+@dataclass
+class Stream:
+    """An upstream stream that has started (status 200): Server-Sent Event lines."""
+
+    lines: AsyncIterator[str]
+    metered: Metered
+
+
+class UpstreamUnreachable(Exception):
+    """The provider could not be reached or failed outside HTTP (the gateway answers 502)."""
+
+
+class UpstreamFailed(Exception):
+    """litellm raised for a provider error with a status of its own."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def _status_of(exc: Exception) -> int:
+    status = getattr(exc, "status_code", None)
+    return status if isinstance(status, int) and 400 <= status < 600 else 502
+
+
+class Upstream:
+    """One pooled HTTP client for the direct path; litellm for the rest."""
+
+    def __init__(self, timeout: float = 600.0, *, direct: bool = True) -> None:
+        #: False sends OpenAI-compatible calls through litellm too (DEN_GATEWAY_DIRECT=0).
+        self.direct = direct
+        self.http = httpx.AsyncClient(
+            timeout=httpx.Timeout(timeout, connect=10.0),
+            limits=httpx.Limits(max_connections=512, max_keepalive_connections=64),
+            trust_env=False,
+        )
+
+    async def close(self) -> None:
+        await self.http.aclose()
+
+    def _forwarded(self, model: ModelSettings) -> bool:
+        return self.direct and model.openai_compatible
+
+    @staticmethod
+    def _url(model: ModelSettings, path: str) -> str:
+        return (model.base_url or OPENAI_BASE_URL).rstrip("/") + path
+
+    @staticmethod
+    def _headers(key: str | None) -> dict[str, str]:
+        return {"Authorization": f"Bearer {key}"} if key else {}
+
+    # -- chat -------------------------------------------------------------------------
+
+    async def chat(self, model: ModelSettings, key: str | None, body: dict[str, Any]) -> Reply:
+        if not self._forwarded(model):
+            return await self._litellm_chat(model, key, body)
+        try:
+            response = await self.http.post(self._url(model, "/chat/completions"), json=body,
+                                            headers=self._headers(key))
+        except httpx.HTTPError as exc:
+            raise UpstreamUnreachable(f"{type(exc).__name__} calling {self._url(model, '')}") from None
+        reply = Reply(response.status_code, _json_or_error(response.content, response.status_code))
+        reply.metered.take(reply.body.get("usage"))
+        return reply
+
+    async def chat_stream(self, model: ModelSettings, key: str | None,
+                          body: dict[str, Any]) -> Reply | Stream:
+        """A :class:`Stream` once the upstream answered 200, else the error as a :class:`Reply`."""
+        if not self._forwarded(model):
+            return await self._litellm_stream(model, key, body)
+        request = self.http.build_request("POST", self._url(model, "/chat/completions"), json=body,
+                                          headers=self._headers(key))
+        try:
+            response = await self.http.send(request, stream=True)
+        except httpx.HTTPError as exc:
+            raise UpstreamUnreachable(f"{type(exc).__name__} calling {self._url(model, '')}") from None
+        if response.status_code != 200:
+            content = await response.aread()
+            await response.aclose()
+            return Reply(response.status_code, _json_or_error(content, response.status_code))
+        metered = Metered()
+
+        async def lines() -> AsyncIterator[str]:
+            try:
+                async for line in response.aiter_lines():
+                    if line.startswith("data: {") and '"usage"' in line:
+                        try:
+                            metered.take(json.loads(line[6:]).get("usage"))
+                        except json.JSONDecodeError:
+                            pass
+                    yield line
+            except httpx.HTTPError as exc:
+                raise UpstreamUnreachable(f"stream from {self._url(model, '')} broke: {type(exc).__name__}") from None
+            finally:
+                await response.aclose()
+
+        return Stream(lines(), metered)
+
+    async def _litellm_chat(self, model: ModelSettings, key: str | None, body: dict[str, Any]) -> Reply:
+        library = await asyncio.to_thread(litellm)
+        try:
+            response = await library.acompletion(**_litellm_kwargs(model, key, body, stream=False))
+        except Exception as exc:
+            raise UpstreamFailed(_status_of(exc), f"{model.litellm_id}: {type(exc).__name__}: {exc}") from None
+        data = response.model_dump(exclude_none=True)
+        reply = Reply(200, data)
+        reply.metered.take(data.get("usage"))
+        return reply
+
+    async def _litellm_stream(self, model: ModelSettings, key: str | None, body: dict[str, Any]) -> Stream:
+        library = await asyncio.to_thread(litellm)
+        try:
+            response = await library.acompletion(**_litellm_kwargs(model, key, body, stream=True))
+        except Exception as exc:
+            raise UpstreamFailed(_status_of(exc), f"{model.litellm_id}: {type(exc).__name__}: {exc}") from None
+        metered = Metered()
+
+        async def lines() -> AsyncIterator[str]:
+            try:
+                async for chunk in response:
+                    data = chunk.model_dump(exclude_none=True)
+                    if data.get("usage"):
+                        metered.take(data["usage"])
+                    yield "data: " + json.dumps(data)
+                    yield ""
+                yield "data: [DONE]"
+                yield ""
+            except Exception as exc:
+                raise UpstreamUnreachable(f"{model.litellm_id}: stream broke: {type(exc).__name__}") from None
+
+        return Stream(lines(), metered)
+
+    # -- embeddings -------------------------------------------------------------------
+
+    async def embeddings(self, model: ModelSettings, key: str | None, body: dict[str, Any]) -> Reply:
+        if self._forwarded(model):
+            try:
+                response = await self.http.post(self._url(model, "/embeddings"), json=body,
+                                                headers=self._headers(key))
+            except httpx.HTTPError as exc:
+                raise UpstreamUnreachable(f"{type(exc).__name__} calling {self._url(model, '')}") from None
+            reply = Reply(response.status_code, _json_or_error(response.content, response.status_code))
+        else:
+            library = await asyncio.to_thread(litellm)
+            kwargs: dict[str, Any] = {"model": model.litellm_id, "input": body.get("input")}
+            if key:
+                kwargs["api_key"] = key
+            if model.base_url:
+                kwargs["api_base"] = model.base_url
+            try:
+                response = await library.aembedding(**kwargs)
+            except Exception as exc:
+                raise UpstreamFailed(_status_of(exc), f"{model.litellm_id}: {type(exc).__name__}: {exc}") from None
+            reply = Reply(200, response.model_dump(exclude_none=True))
+        reply.metered.take(reply.body.get("usage"))
+        return reply
+
+
+def _litellm_kwargs(model: ModelSettings, key: str | None, body: dict[str, Any], *, stream: bool) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {"model": model.litellm_id, "messages": body.get("messages") or [],
+                              "stream": stream}
+    kwargs.update({name: body[name] for name in LITELLM_FIELDS if body.get(name) is not None})
+    if key:
+        kwargs["api_key"] = key
+    if model.base_url:
+        kwargs["api_base"] = model.base_url
+    return kwargs
+
+
+def _json_or_error(content: bytes, status: int) -> dict[str, Any]:
+    try:
+        data = json.loads(content)
+        if isinstance(data, dict):
+            return data
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        pass
+    text = content[:500].decode("utf-8", "replace")
+    return {"error": {"message": f"the model provider answered {status}: {text}", "type": "upstream_error"}}
