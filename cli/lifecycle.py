@@ -452,7 +452,7 @@ def inspect(
 
       den inspect research-analyst
     """
-    from den.api.contract import TOKEN_ENV
+    from den.api.contract import TOKEN_ENV, provider_key_name
     from den.operator.docker_backend import DockerBackend
     from den.operator.secrets import LocalCredentials, MissingVariable, mask
     from den.operator.store import open_store
@@ -465,6 +465,11 @@ def inspect(
         env: dict[str, Any] = {k: mask(v) for k, v in sorted(delivered.items())}
     except MissingVariable as exc:
         env = {"error": exc.message}
+    try:
+        key_known = LocalCredentials().provider_key_for(agent) is not None
+    except MissingVariable:
+        key_known = False
+    key_name = provider_key_name(agent.spec.model.provider)
     facts: dict[str, Any] = {}
     try:
         found = DockerBackend().facts(agent)
@@ -482,6 +487,8 @@ def inspect(
         "agent": agent.manifest(),
         "deliveredEnv": env,
         "deliveredEnvNote": f"inside the agent (its env file); {TOKEN_ENV} is its API token",
+        "gatewayOnly": {key_name: "held by the model gateway, never delivered to the agent"
+                        if key_known else "not set (den auth or the environment of den up)"},
         "container": facts or None,
         "events": [e.as_dict() for e in events],
     }, Format.yaml)

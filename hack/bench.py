@@ -164,7 +164,7 @@ def api_overhead(requests: int = 200) -> dict[str, float]:
                 out.append(time.perf_counter() - start)
         return out
 
-    from den.runtime.gateway.app import create_gateway_app
+    from den.runtime.gateway.app import build_app
 
     with tempfile.TemporaryDirectory() as folder, _Served(create_scripted_app()) as model_url:
         config, data = Path(folder) / "config", Path(folder) / "data"
@@ -178,7 +178,7 @@ def api_overhead(requests: int = 200) -> dict[str, float]:
                           "temperature": 0.7, "max_tokens": 256},
                 "budget": {"usd_per_day": None, "tokens_per_day": None}}}}))
         (config / "keys.json").write_text(json.dumps({"OPENAI_API_KEY": "sk-bench"}))
-        with _Served(create_gateway_app(config, data)) as gateway_url:
+        with _Served(build_app(config, data)) as gateway_url:
             agent = Agent.model_validate({"metadata": {"name": "bench", "generation": 1},
                                           "spec": {"model": {"provider": "openai", "name": "scripted",
                                                              "base_url": f"{model_url}/v1"}}})

@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import json
 import tarfile
+import threading
 import time
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -30,6 +31,8 @@ from den.operator.plan import (
 )
 
 RUNTIME_UID = 10001
+#: Serialises network creation among the operator's workers (see DockerBackend._create_network).
+_NETWORK_LOCK = threading.Lock()
 
 
 def _docker_host() -> str:
@@ -194,13 +197,7 @@ class DockerBackend:
         client = self.client
         desired = operation.container
         if operation.action == Action.create_network:
-            if not self._network_exists(operation.name):
-                try:
-                    client.networks.create(operation.name, driver="bridge", check_duplicate=True,
-                                           labels={names.LABEL_MANAGED_BY: names.MANAGED_BY})
-                except docker.errors.APIError as exc:  # another worker made it first
-                    if exc.status_code != 409:
-                        raise
+            self._create_network(operation.name)
         elif operation.action == Action.create_volume:
             assert desired is not None, "CreateVolume carries the desired container (for its labels)"
             owner = (names.LABEL_AGENT, names.LABEL_NAMESPACE, names.LABEL_COMPONENT, names.LABEL_MANAGED_BY)
@@ -231,6 +228,28 @@ class DockerBackend:
                 client.volumes.get(operation.name).remove(force=True)
             except docker.errors.NotFound:
                 pass
+
+    def _create_network(self, name: str) -> None:
+        """Create the network once. Docker 20.10 does not make ``check_duplicate`` atomic, so two
+        workers creating it at once make two networks of one name (and every container start
+        then fails as "ambiguous"): creation is serialised in this process, and duplicates made
+        by another process are removed, keeping the oldest."""
+        import docker.errors
+
+        with _NETWORK_LOCK:
+            if not self._network_exists(name):
+                try:
+                    self.client.networks.create(name, driver="bridge", check_duplicate=True,
+                                                labels={names.LABEL_MANAGED_BY: names.MANAGED_BY})
+                except docker.errors.APIError as exc:  # another process made it first
+                    if exc.status_code != 409:
+                        raise
+            found = [n for n in self.client.networks.list(names=[name]) if n.name == name]
+            for extra in sorted(found, key=lambda n: n.attrs.get("Created", ""))[1:]:
+                try:
+                    extra.remove()
+                except docker.errors.APIError:  # in use: the oldest is the one to remove then
+                    pass
 
     def _create(self, desired: DesiredContainer) -> None:
         container = self.client.containers.create(

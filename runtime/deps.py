@@ -1,4 +1,8 @@
-"""Typed dependencies for the routes: ``Annotated[..., Depends()]``."""
+"""Typed dependencies for the routes: ``Annotated[..., Depends()]``.
+
+They are ``async def``: FastAPI runs a plain ``def`` dependency in its threadpool, a hop that
+costs more than the lookup itself on every request.
+"""
 
 from __future__ import annotations
 
@@ -10,14 +14,14 @@ from den.api.resource import Agent
 from den.runtime.state import RuntimeState
 
 
-def get_state(request: Request) -> RuntimeState:
+async def get_state(request: Request) -> RuntimeState:
     return request.app.state.runtime
 
 
 StateDep = Annotated[RuntimeState, Depends(get_state)]
 
 
-def get_agent(state: StateDep) -> Agent:
+async def get_agent(state: StateDep) -> Agent:
     return state.agent
 
 

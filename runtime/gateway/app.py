@@ -41,6 +41,7 @@ from den.runtime.gateway.upstream import (
     UpstreamUnreachable,
     cost_of,
     litellm,
+    price_map,
 )
 from den.runtime.logging import RequestContextMiddleware, redact
 
@@ -112,12 +113,12 @@ def _bearer(request: Request) -> str:
     return token.strip() if scheme.lower() == "bearer" else ""
 
 
-def gateway_of(request: Request) -> Gateway:
+async def gateway_of(request: Request) -> Gateway:
     return request.app.state.gateway
 
 
-def calling_agent(request: Request) -> AgentEntry:
-    entry = gateway_of(request).config.agent(_bearer(request))
+async def calling_agent(request: Request) -> AgentEntry:
+    entry = request.app.state.gateway.config.agent(_bearer(request))
     if entry is None:
         raise GatewayError(401, "unknown gateway token: only Den agents call the model gateway, each with "
                                 "its own token", "authentication_error", {"WWW-Authenticate": "Bearer"})
@@ -143,14 +144,16 @@ def _upstream_error(gateway: Gateway, reply: Reply) -> JSONResponse:
     return JSONResponse(json.loads(text), status_code=reply.status)
 
 
-def create_gateway_app(config: GatewayConfig, ledger: Ledger, upstream: Upstream | None = None,
-                       *, preload: bool = True) -> FastAPI:
-    """The gateway over ``config`` and ``ledger``; ``preload`` imports litellm in the background."""
+def create_gateway_app(config: GatewayConfig, ledger: Ledger, upstream: Upstream | None = None) -> FastAPI:
+    """The gateway over ``config`` and ``ledger``. The price map is read at start-up; litellm is
+    imported in the background only when an agent's provider needs translation."""
     gateway = Gateway(config, ledger, upstream or Upstream())
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        warm = asyncio.create_task(asyncio.to_thread(litellm)) if preload else None
+        await asyncio.to_thread(price_map)
+        translated = [e for e in config.agents() if not gateway.upstream.forwarded(e.model)]
+        warm = asyncio.create_task(asyncio.to_thread(litellm)) if translated else None
         try:
             yield
         finally:

@@ -11,11 +11,13 @@ price of a call always comes from litellm's local price map.
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import json
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from functools import cache
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -47,16 +49,40 @@ def litellm() -> ModuleType:
     return library
 
 
+@cache
+def price_map() -> dict[str, Any]:
+    """litellm's local price map, read from the JSON file in its wheel without importing litellm
+    (the import takes seconds; the file, tens of milliseconds). Empty if litellm is absent."""
+    spec = importlib.util.find_spec("litellm")
+    for folder in (spec.submodule_search_locations or []) if spec else []:
+        path = Path(folder) / "model_prices_and_context_window_backup.json"
+        if path.exists():
+            return json.loads(path.read_text())
+    log.warning("litellm's price map was not found: every call is priced at $0")
+    return {}
+
+
+@cache
+def prices(model: ModelSettings) -> tuple[float, float] | None:
+    """(input, output) US dollars per token from litellm's price map, or None for a model it
+    has no price for. Looked up once per model: litellm's own ``cost_per_token`` takes about
+    half a millisecond a call, this a dictionary lookup."""
+    table = price_map()
+    for name in (model.litellm_id, model.name, f"{model.provider}/{model.name}"):
+        entry = table.get(name)
+        if entry and "input_cost_per_token" in entry:
+            return float(entry.get("input_cost_per_token") or 0), float(entry.get("output_cost_per_token") or 0)
+    return None
+
+
 def cost_of(model: ModelSettings, prompt: int, completion: int) -> float:
     """US dollars for these tokens by litellm's price map; 0 for models it has no price for."""
     if not prompt and not completion:
         return 0.0
-    try:
-        prompt_cost, completion_cost = litellm().cost_per_token(
-            model=model.litellm_id, prompt_tokens=prompt, completion_tokens=completion)
-    except Exception:  # an unknown model has no price
+    found = prices(model)
+    if found is None:
         return 0.0
-    return float(prompt_cost + completion_cost)
+    return prompt * found[0] + completion * found[1]
 
 
 @dataclass
@@ -124,7 +150,7 @@ class Upstream:
     async def close(self) -> None:
         await self.http.aclose()
 
-    def _forwarded(self, model: ModelSettings) -> bool:
+    def forwarded(self, model: ModelSettings) -> bool:
         return self.direct and model.openai_compatible
 
     @staticmethod
@@ -138,7 +164,7 @@ class Upstream:
     # -- chat -------------------------------------------------------------------------
 
     async def chat(self, model: ModelSettings, key: str | None, body: dict[str, Any]) -> Reply:
-        if not self._forwarded(model):
+        if not self.forwarded(model):
             return await self._litellm_chat(model, key, body)
         try:
             response = await self.http.post(self._url(model, "/chat/completions"), json=body,
@@ -152,7 +178,7 @@ class Upstream:
     async def chat_stream(self, model: ModelSettings, key: str | None,
                           body: dict[str, Any]) -> Reply | Stream:
         """A :class:`Stream` once the upstream answered 200, else the error as a :class:`Reply`."""
-        if not self._forwarded(model):
+        if not self.forwarded(model):
             return await self._litellm_stream(model, key, body)
         request = self.http.build_request("POST", self._url(model, "/chat/completions"), json=body,
                                           headers=self._headers(key))
@@ -219,7 +245,7 @@ class Upstream:
     # -- embeddings -------------------------------------------------------------------
 
     async def embeddings(self, model: ModelSettings, key: str | None, body: dict[str, Any]) -> Reply:
-        if self._forwarded(model):
+        if self.forwarded(model):
             try:
                 response = await self.http.post(self._url(model, "/embeddings"), json=body,
                                                 headers=self._headers(key))

@@ -81,9 +81,11 @@ def remove_gateway(docker_client) -> None:
 
     for container in docker_client.containers.list(all=True, filters={"label": "den.dev/component=gateway"}):
         container.remove(force=True)
-    for name, kind in (("den-gateway-data", docker_client.volumes), ("den", docker_client.networks)):
+    found = [*docker_client.volumes.list(filters={"name": "den-gateway-data"}),
+             *[n for n in docker_client.networks.list(names=["den"]) if n.name == "den"]]
+    for thing in found:
         try:
-            kind.get(name).remove()
+            thing.remove()
         except docker.errors.NotFound:
             pass
         except docker.errors.APIError:  # still in use by something this test did not make
