@@ -295,7 +295,9 @@ def test_provider_keys_never_reach_the_store_the_log_or_docker_inspect(den, worl
     assert not any("SECRET" in item for item in env)
     inside = den("exec", name, "--", "python3", "-c",
                  "import json;e=json.load(open('/den/.den/env.json'));print(sorted(e), e['MY_TOKEN'])")
-    assert inside.stdout.strip() == "['DEN_API_TOKEN', 'MY_TOKEN', 'OPENAI_API_KEY'] tok-SECRET-456"
+    # The agent gets its own variables and tokens; the provider key stays in the gateway.
+    assert inside.stdout.strip() == ("['DEN_API_TOKEN', 'DEN_GATEWAY_TOKEN', 'DEN_GATEWAY_URL', 'MY_TOKEN'] "
+                                     "tok-SECRET-456")
     for sidecar in den_home.glob("env/*.json"):
         assert oct(sidecar.stat().st_mode & 0o777) == "0o600"
     (den_home / "credentials").chmod(0o644)
@@ -389,7 +391,9 @@ def test_an_applied_agent_fails_closed_and_answers_with_the_token_den_api_shows(
         operator.wait(timeout=15)
 
 
-def test_a_key_rotated_with_den_auth_reaches_the_running_agent(den, world, den_home) -> None:
+def test_a_key_rotated_with_den_auth_reaches_the_running_agent(den, world, den_home, docker_client) -> None:
+    """The key lives in the gateway, which reloads it in place: the agent's next call carries the
+    new key and the agent's container is not even replaced."""
     from den.runtime.scripted_model import credential_fingerprint
 
     assert den("auth", "openai", "--stdin", input="sk-first-KEY-1\n").code == 0
@@ -409,10 +413,12 @@ def test_a_key_rotated_with_den_auth_reaches_the_running_agent(den, world, den_h
         return sent[-1]["credential"] if sent else None
 
     assert ask_and_fingerprint() == credential_fingerprint("sk-first-KEY-1")
+    agent_id = docker_client.containers.get(f"den-{name}").id
     assert den("auth", "openai", "--stdin", input="sk-second-KEY-2\n").code == 0
     wait_until(lambda: ask_and_fingerprint() == credential_fingerprint("sk-second-KEY-2"), timeout=60, interval=0.5)
     assert json.loads(den("api", name, "-o", "json").stdout)["token"] == api["token"]
-    assert any(e for e in den("events", name).stdout.splitlines() if "config diverged" in e)
+    assert docker_client.containers.get(f"den-{name}").id == agent_id
+    assert not any(e for e in den("events", name).stdout.splitlines() if "config diverged" in e)
 
 
 def test_an_unresolved_variable_is_a_pending_condition_naming_it(den, world, den_home, docker_client) -> None:
