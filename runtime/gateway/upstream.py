@@ -1,7 +1,7 @@
 """Where the gateway sends a call: straight through, or through litellm.
 
 An OpenAI-compatible upstream (OpenAI itself, or any server at a
-``base_url``) needs no translation: the body is forwarded with httpx over a
+``base_url``) needs no translation: the body is forwarded with aiohttp over a
 pooled connection and the reply streamed back as it arrives, which costs
 well under a millisecond. Every other provider (anthropic, ollama, bedrock,
 ...) goes through litellm, imported once in the background at start-up. The
@@ -21,7 +21,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-import httpx
+import aiohttp
 
 from den.api.contract import offline_litellm
 from den.runtime.gateway.config import ModelSettings
@@ -141,14 +141,42 @@ class Upstream:
     def __init__(self, timeout: float = 600.0, *, direct: bool = True) -> None:
         #: False sends OpenAI-compatible calls through litellm too (DEN_GATEWAY_DIRECT=0).
         self.direct = direct
-        self.http = httpx.AsyncClient(
-            timeout=httpx.Timeout(timeout, connect=10.0),
-            limits=httpx.Limits(max_connections=512, max_keepalive_connections=64),
-            trust_env=False,
-        )
+        self.timeout = timeout
+        self._session: aiohttp.ClientSession | None = None
+
+    @property
+    def http(self) -> aiohttp.ClientSession:
+        """One pooled aiohttp session (made on the running loop). aiohttp, which litellm brings
+        anyway, costs about a millisecond less per call than httpx's async client here."""
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=self.timeout, sock_connect=10.0),
+                connector=aiohttp.TCPConnector(limit=512, ttl_dns_cache=30),
+                trust_env=False, auto_decompress=True)
+        return self._session
 
     async def close(self) -> None:
-        await self.http.aclose()
+        if self._session is not None:
+            await self._session.close()
+
+    async def _post(self, model: ModelSettings, path: str, key: str | None, body: dict[str, Any]) -> Any:
+        try:
+            return await self.http.post(self._url(model, path), data=json.dumps(body),
+                                        headers={**self._headers(key), "Content-Type": "application/json"})
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            raise UpstreamUnreachable(f"{type(exc).__name__} calling {self._url(model, '')}") from None
+
+    async def _reply(self, model: ModelSettings, path: str, key: str | None, body: dict[str, Any]) -> Reply:
+        response = await self._post(model, path, key, body)
+        try:
+            content = await response.read()
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            raise UpstreamUnreachable(f"{type(exc).__name__} reading from {self._url(model, '')}") from None
+        finally:
+            response.release()
+        reply = Reply(response.status, _json_or_error(content, response.status))
+        reply.metered.take(reply.body.get("usage"))
+        return reply
 
     def forwarded(self, model: ModelSettings) -> bool:
         return self.direct and model.openai_compatible
@@ -166,45 +194,36 @@ class Upstream:
     async def chat(self, model: ModelSettings, key: str | None, body: dict[str, Any]) -> Reply:
         if not self.forwarded(model):
             return await self._litellm_chat(model, key, body)
-        try:
-            response = await self.http.post(self._url(model, "/chat/completions"), json=body,
-                                            headers=self._headers(key))
-        except httpx.HTTPError as exc:
-            raise UpstreamUnreachable(f"{type(exc).__name__} calling {self._url(model, '')}") from None
-        reply = Reply(response.status_code, _json_or_error(response.content, response.status_code))
-        reply.metered.take(reply.body.get("usage"))
-        return reply
+        return await self._reply(model, "/chat/completions", key, body)
 
     async def chat_stream(self, model: ModelSettings, key: str | None,
                           body: dict[str, Any]) -> Reply | Stream:
         """A :class:`Stream` once the upstream answered 200, else the error as a :class:`Reply`."""
         if not self.forwarded(model):
             return await self._litellm_stream(model, key, body)
-        request = self.http.build_request("POST", self._url(model, "/chat/completions"), json=body,
-                                          headers=self._headers(key))
-        try:
-            response = await self.http.send(request, stream=True)
-        except httpx.HTTPError as exc:
-            raise UpstreamUnreachable(f"{type(exc).__name__} calling {self._url(model, '')}") from None
-        if response.status_code != 200:
-            content = await response.aread()
-            await response.aclose()
-            return Reply(response.status_code, _json_or_error(content, response.status_code))
+        response = await self._post(model, "/chat/completions", key, body)
+        if response.status != 200:
+            try:
+                content = await response.read()
+            finally:
+                response.release()
+            return Reply(response.status, _json_or_error(content, response.status))
         metered = Metered()
 
         async def lines() -> AsyncIterator[str]:
             try:
-                async for line in response.aiter_lines():
+                async for raw in response.content:
+                    line = raw.decode("utf-8").rstrip("\r\n")
                     if line.startswith("data: {") and '"usage"' in line:
                         try:
                             metered.take(json.loads(line[6:]).get("usage"))
                         except json.JSONDecodeError:
                             pass
                     yield line
-            except httpx.HTTPError as exc:
+            except (TimeoutError, aiohttp.ClientError) as exc:
                 raise UpstreamUnreachable(f"stream from {self._url(model, '')} broke: {type(exc).__name__}") from None
             finally:
-                await response.aclose()
+                response.release()
 
         return Stream(lines(), metered)
 
@@ -246,24 +265,18 @@ class Upstream:
 
     async def embeddings(self, model: ModelSettings, key: str | None, body: dict[str, Any]) -> Reply:
         if self.forwarded(model):
-            try:
-                response = await self.http.post(self._url(model, "/embeddings"), json=body,
-                                                headers=self._headers(key))
-            except httpx.HTTPError as exc:
-                raise UpstreamUnreachable(f"{type(exc).__name__} calling {self._url(model, '')}") from None
-            reply = Reply(response.status_code, _json_or_error(response.content, response.status_code))
-        else:
-            library = await asyncio.to_thread(litellm)
-            kwargs: dict[str, Any] = {"model": model.litellm_id, "input": body.get("input")}
-            if key:
-                kwargs["api_key"] = key
-            if model.base_url:
-                kwargs["api_base"] = model.base_url
-            try:
-                response = await library.aembedding(**kwargs)
-            except Exception as exc:
-                raise UpstreamFailed(_status_of(exc), f"{model.litellm_id}: {type(exc).__name__}: {exc}") from None
-            reply = Reply(200, response.model_dump(exclude_none=True))
+            return await self._reply(model, "/embeddings", key, body)
+        library = await asyncio.to_thread(litellm)
+        kwargs: dict[str, Any] = {"model": model.litellm_id, "input": body.get("input")}
+        if key:
+            kwargs["api_key"] = key
+        if model.base_url:
+            kwargs["api_base"] = model.base_url
+        try:
+            response = await library.aembedding(**kwargs)
+        except Exception as exc:
+            raise UpstreamFailed(_status_of(exc), f"{model.litellm_id}: {type(exc).__name__}: {exc}") from None
+        reply = Reply(200, response.model_dump(exclude_none=True))
         reply.metered.take(reply.body.get("usage"))
         return reply
 
