@@ -251,6 +251,8 @@ def fleet(home: Path, env: dict[str, str], count: int = 50) -> dict[str, float]:
         raise RuntimeError(f"the fleet was not Ready in 600 s ({len(ready)}/{count})")
     elapsed = time.monotonic() - start
     memory = container_memory_mb([f"den-{n}" for n in names])
+    # Stop the operator first, or it heals the containers back as they are removed.
+    subprocess.run([*DEN, "operator", "stop"], env=env, capture_output=True)
     for name in names:
         subprocess.run(["docker", "rm", "-f", f"den-{name}"], capture_output=True)
         subprocess.run(["docker", "volume", "rm", "-f", f"den-{name}-home"], capture_output=True)
