@@ -88,8 +88,9 @@ def test_an_agent_with_no_token_fails_closed_on_every_route_but_health(scripted_
     agent = agent_resource(base_url=scripted_model.base_url)
     data = agent.model_dump(mode="json")
     data["spec"]["tools"] = ["shell_exec"]
+    pwned = tmp_path / "pwned"  # this test's own: a leftover from another run cannot fail it
     with serve_app(create_app(Agent.model_validate(data), env={}, home=tmp_path)) as url:
-        ran = httpx.post(f"{url}/den/v1/tools/shell_exec", json={"command": "touch /tmp/den-pwned"})
+        ran = httpx.post(f"{url}/den/v1/tools/shell_exec", json={"command": f"touch {pwned}"})
         assert ran.status_code == 503 and "no credentials yet" in ran.json()["error"]["message"]
         for method, path in (("GET", "/v1/models"), ("POST", "/v1/chat/completions"), ("GET", "/den/v1/status"),
                              ("GET", "/den/v1/memory"), ("GET", "/openapi.json"), ("GET", "/docs")):
@@ -97,7 +98,7 @@ def test_an_agent_with_no_token_fails_closed_on_every_route_but_health(scripted_
             assert answered.status_code == 503, (method, path)
         assert httpx.get(f"{url}/healthz").status_code == 200
         assert httpx.get(f"{url}/readyz").status_code in (200, 503)
-    assert not Path("/tmp/den-pwned").exists()
+    assert not pwned.exists()
 
 
 def test_a_streamed_turn_ends_with_its_den_metadata(scripted_model, serve_runtime) -> None:
