@@ -67,9 +67,9 @@ def world(den, den_home: Path, tmp_path: Path, docker_client, runtime_image, scr
     den("operator", "stop")
     for name in made:
         for container in docker_client.containers.list(all=True, filters={"label": f"den.dev/agent={name}"}):
-            container.remove(force=True)
+            container.remove(force=True, v=True)
         for container in docker_client.containers.list(all=True, filters={"name": f"^/den-{name}$"}):
-            container.remove(force=True)
+            container.remove(force=True, v=True)
         for volume in docker_client.volumes.list(filters={"label": f"den.dev/agent={name}"}):
             volume.remove(force=True)
     remove_gateway(docker_client)
@@ -314,7 +314,7 @@ def never_ready_image(docker_client, runtime_image):
         holder.commit(repository=tag.split(":")[0], tag=tag.split(":")[1],
                       changes=['CMD ["sleep", "3600"]'])
     finally:
-        holder.remove(force=True)
+        holder.remove(force=True, v=True)  # and its anonymous /den volume
     yield tag
     docker_client.images.remove(tag, force=True)
 
