@@ -112,6 +112,7 @@ class ModelClient:
         environ = environ or {}
         self.model = model
         gateway = environ.get(GATEWAY_URL_ENV)
+        self.via_gateway = bool(gateway)
         if gateway:
             self.base_url, self.where = gateway.rstrip("/"), "the model gateway"
             token = environ.get(GATEWAY_TOKEN_ENV)
@@ -213,7 +214,7 @@ class ModelClient:
     async def gateway_usage(self) -> dict[str, Any] | None:
         """Today's use and budget of this agent as the gateway's ledger counts it; None outside
         Den or while the gateway cannot be reached."""
-        if self.where != "the model gateway":
+        if not self.via_gateway:
             return None
         root = self.base_url.removesuffix("/v1")
         try:

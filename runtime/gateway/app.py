@@ -19,6 +19,7 @@ a call is refused with 429 ``budget_exceeded`` before anything is sent.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import time
@@ -31,7 +32,7 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from den import __version__
-from den.runtime.gateway.config import AgentEntry, GatewayConfig
+from den.runtime.gateway.config import AgentEntry, GatewayConfig, ModelSettings
 from den.runtime.gateway.ledger import Ledger, Totals
 from den.runtime.gateway.upstream import (
     Reply,
@@ -95,10 +96,15 @@ class Gateway:
             log.warning("refused: over budget", extra={"fields": {"agent": entry.key}})
             raise GatewayError(429, problem, "budget_exceeded")
 
-    def meter(self, entry: AgentEntry, model: str, prompt: int, completion: int) -> float:
-        cost = cost_of(entry.model, prompt, completion)
-        self.ledger.record(entry.key, model, prompt=prompt, completion=completion, cost=cost)
+    def meter(self, entry: AgentEntry, model: ModelSettings, prompt: int, completion: int) -> float:
+        """Count a call in the ledger, priced as ``model`` (the one actually called)."""
+        cost = cost_of(model, prompt, completion)
+        self.ledger.record(entry.key, model.name, prompt=prompt, completion=completion, cost=cost)
         return cost
+
+    def failed(self, exc: UpstreamUnreachable | UpstreamFailed) -> GatewayError:
+        what = "cannot be reached" if isinstance(exc, UpstreamUnreachable) else "failed"
+        return GatewayError(exc.status, f"the model provider {what}: {self.redact(str(exc))}", "upstream_error")
 
 
 def usage_entry(agent: str, day: str, used: Totals, budget: dict[str, Any] | None, over: bool) -> dict[str, Any]:
@@ -204,16 +210,11 @@ def create_gateway_app(config: GatewayConfig, ledger: Ledger, upstream: Upstream
         try:
             result = await (gw.upstream.chat_stream(model, key, body) if stream
                             else gw.upstream.chat(model, key, body))
-        except UpstreamUnreachable as exc:
-            gw.meter(entry, model.name, 0, 0)
-            raise GatewayError(502, f"the model provider cannot be reached: {gw.redact(str(exc))}",
-                               "upstream_error") from None
-        except UpstreamFailed as exc:
-            gw.meter(entry, model.name, 0, 0)
-            raise GatewayError(exc.status, f"the model provider failed: {gw.redact(str(exc))}",
-                               "upstream_error") from None
+        except (UpstreamUnreachable, UpstreamFailed) as exc:
+            gw.meter(entry, model, 0, 0)
+            raise gw.failed(exc) from None
         if isinstance(result, Reply):
-            cost = gw.meter(entry, model.name, result.metered.prompt, result.metered.completion)
+            cost = gw.meter(entry, model, result.metered.prompt, result.metered.completion)
             if result.status != 200:
                 return _upstream_error(gw, result)
             if isinstance(result.body.get("usage"), dict):
@@ -227,18 +228,16 @@ def create_gateway_app(config: GatewayConfig, ledger: Ledger, upstream: Upstream
         body = await _body(request)
         if body.get("input") in (None, "", []):
             raise GatewayError(400, "input: a string or a list of strings is required", "invalid_request_error")
-        model = entry.model
-        wanted = str(body.get("model") or model.name)
-        settings = type(model)(provider=model.provider, name=wanted, base_url=model.base_url)
-        gw.admit(entry, wanted)
-        body["model"] = wanted
+        # The request names the embedding model; provider, base_url and key stay the agent's.
+        model = dataclasses.replace(entry.model, name=str(body.get("model") or entry.model.name))
+        gw.admit(entry, model.name)
+        body["model"] = model.name
         try:
-            reply = await gw.upstream.embeddings(settings, gw.config.key_for(model), body)
+            reply = await gw.upstream.embeddings(model, gw.config.key_for(model), body)
         except (UpstreamUnreachable, UpstreamFailed) as exc:
-            gw.meter(entry, wanted, 0, 0)
-            raise GatewayError(getattr(exc, "status", 502), f"the model provider failed: {gw.redact(str(exc))}",
-                               "upstream_error") from None
-        gw.meter(entry, wanted, reply.metered.prompt, 0)
+            gw.meter(entry, model, 0, 0)
+            raise gw.failed(exc) from None
+        gw.meter(entry, model, reply.metered.prompt, 0)
         if reply.status != 200:
             return _upstream_error(gw, reply)
         return JSONResponse(reply.body)
@@ -273,7 +272,7 @@ async def _relay(gw: Gateway, entry: AgentEntry, stream: Stream) -> AsyncIterato
         async for line in stream.lines:
             if stream.metered.seen and not metered and line.startswith("data: {"):
                 metered = True
-                cost = gw.meter(entry, entry.model.name, stream.metered.prompt, stream.metered.completion)
+                cost = gw.meter(entry, entry.model, stream.metered.prompt, stream.metered.completion)
                 data = json.loads(line[6:])
                 data["usage"]["cost_usd"] = round(cost, 8)
                 line = "data: " + json.dumps(data)
@@ -282,7 +281,7 @@ async def _relay(gw: Gateway, entry: AgentEntry, stream: Stream) -> AsyncIterato
         yield "data: " + json.dumps({"error": {"message": gw.redact(str(exc)), "type": "upstream_error"}}) + "\n\n"
     finally:
         if not metered:
-            gw.meter(entry, entry.model.name, stream.metered.prompt, stream.metered.completion)
+            gw.meter(entry, entry.model, stream.metered.prompt, stream.metered.completion)
         log.debug("stream relayed", extra={"fields": {"agent": entry.key,
                                                       "seconds": round(time.monotonic() - started, 3)}})
 

@@ -141,14 +141,13 @@ class GatewayConfig:
         return bool(token and self._admin) and hmac.compare_digest(sha256(token), self._admin or "")
 
     def key_for(self, model: ModelSettings) -> str | None:
-        """The provider key for ``model``: ``keys.json``, else the gateway's own environment."""
-        self.refresh()
+        """The provider key for ``model``: ``keys.json``, else the gateway's own environment
+        (as of the last refresh: the request's :meth:`agent` lookup has just made one)."""
         variable = provider_key_name(model.provider)
         return self._keys.get(variable) or self.environ.get(variable)
 
     def secrets(self) -> list[str]:
         """Every key value, for redaction from error bodies and logs."""
-        self.refresh()
         return [v for v in self._keys.values() if v]
 
     def agents(self) -> list[AgentEntry]:

@@ -121,6 +121,8 @@ class Stream:
 class UpstreamUnreachable(Exception):
     """The provider could not be reached or failed outside HTTP (the gateway answers 502)."""
 
+    status = 502
+
 
 class UpstreamFailed(Exception):
     """litellm raised for a provider error with a status of its own."""
@@ -227,23 +229,25 @@ class Upstream:
 
         return Stream(lines(), metered)
 
-    async def _litellm_chat(self, model: ModelSettings, key: str | None, body: dict[str, Any]) -> Reply:
+    @staticmethod
+    async def _litellm_call(model: ModelSettings, call: str, kwargs: dict[str, Any]) -> Any:
+        """``litellm.<call>(**kwargs)``, importing litellm in a thread the first time; a provider
+        error becomes :class:`UpstreamFailed` with the provider's status."""
         library = await asyncio.to_thread(litellm)
         try:
-            response = await library.acompletion(**_litellm_kwargs(model, key, body, stream=False))
+            return await getattr(library, call)(**kwargs)
         except Exception as exc:
             raise UpstreamFailed(_status_of(exc), f"{model.litellm_id}: {type(exc).__name__}: {exc}") from None
+
+    async def _litellm_chat(self, model: ModelSettings, key: str | None, body: dict[str, Any]) -> Reply:
+        response = await self._litellm_call(model, "acompletion", _litellm_kwargs(model, key, body, stream=False))
         data = response.model_dump(exclude_none=True)
         reply = Reply(200, data)
         reply.metered.take(data.get("usage"))
         return reply
 
     async def _litellm_stream(self, model: ModelSettings, key: str | None, body: dict[str, Any]) -> Stream:
-        library = await asyncio.to_thread(litellm)
-        try:
-            response = await library.acompletion(**_litellm_kwargs(model, key, body, stream=True))
-        except Exception as exc:
-            raise UpstreamFailed(_status_of(exc), f"{model.litellm_id}: {type(exc).__name__}: {exc}") from None
+        response = await self._litellm_call(model, "acompletion", _litellm_kwargs(model, key, body, stream=True))
         metered = Metered()
 
         async def lines() -> AsyncIterator[str]:
@@ -266,16 +270,12 @@ class Upstream:
     async def embeddings(self, model: ModelSettings, key: str | None, body: dict[str, Any]) -> Reply:
         if self.forwarded(model):
             return await self._reply(model, "/embeddings", key, body)
-        library = await asyncio.to_thread(litellm)
         kwargs: dict[str, Any] = {"model": model.litellm_id, "input": body.get("input")}
         if key:
             kwargs["api_key"] = key
         if model.base_url:
             kwargs["api_base"] = model.base_url
-        try:
-            response = await library.aembedding(**kwargs)
-        except Exception as exc:
-            raise UpstreamFailed(_status_of(exc), f"{model.litellm_id}: {type(exc).__name__}: {exc}") from None
+        response = await self._litellm_call(model, "aembedding", kwargs)
         reply = Reply(200, response.model_dump(exclude_none=True))
         reply.metered.take(reply.body.get("usage"))
         return reply

@@ -174,11 +174,15 @@ def test_an_unreachable_provider_is_a_502_that_never_shows_the_key(scripted_mode
 
 def test_embeddings_and_models_are_served_for_the_calling_agent(gateway, scripted_model) -> None:
     client = OpenAI(base_url=gateway.base_url, api_key=GATEWAY_TOKEN, max_retries=0)
-    vectors = client.embeddings.create(model="text-embedding-3-small", input=["one", "two"])
+    vectors = client.embeddings.create(model="text-embedding-3-small", input=["one " * 100, "two " * 100])
     assert len(vectors.data) == 2 and len(vectors.data[0].embedding) > 0
     [sent] = [r for r in scripted_model.requests() if r["path"].endswith("/embeddings")]
     assert sent["body"]["model"] == "text-embedding-3-small" and sent["credential"] == credential_fingerprint(KEY)
     assert [m.id for m in client.models.list()] == ["scripted"]
+    # Counted and priced as the embedding model that was called, not as the agent's chat model.
+    [row] = gateway.ledger()["agents"]
+    assert row["models"]["text-embedding-3-small"]["requests"] == 1
+    assert row["models"]["text-embedding-3-small"]["cost_usd"] > 0 and row["tokens"]["completion"] == 0
 
 
 def test_litellm_translates_when_direct_forwarding_is_off(scripted_model, serve_gateway) -> None:
