@@ -38,9 +38,6 @@ BUILTIN_TOOLS: tuple[str, ...] = (
 
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-DOMAIN = re.compile(
-    r"^(\*\.)?([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\.)*[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
-)
 TOOL_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 MEMORY_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]i?b?|b)?\s*$", re.IGNORECASE)
 _UNIT_MB = {"": 1, "b": 1 / (1024 * 1024), "k": 1 / 1024, "m": 1, "g": 1024, "t": 1024 * 1024}
@@ -124,7 +121,8 @@ class RuntimeSpec(_Model):
     )
     allow: list[str] = Field(
         default_factory=list,
-        description="Domains the agent may reach when network is filtered (wildcards like *.example.com).",
+        description="Hosts the agent may reach when network is filtered: 'example.com' (that host), "
+                    "'*.example.com' (its subdomains only), optionally ':port' (default 80 and 443).",
         examples=[["api.openai.com", "*.wikipedia.org"]],
     )
     env: dict[str, str] = Field(
@@ -144,12 +142,13 @@ class RuntimeSpec(_Model):
     @field_validator("allow")
     @classmethod
     def _allow(cls, value: list[str]) -> list[str]:
-        for index, domain in enumerate(value):
-            if not isinstance(domain, str) or not DOMAIN.match(domain.lower()):
-                raise LocatedError((index,),
-                    f"{domain!r} is not a domain name (expected e.g. 'example.com' or '*.example.com')"
-                )
-        return [d.lower() for d in value]
+        from den.api.netpolicy import AllowError, parse_allow
+
+        try:
+            parse_allow(value)
+        except AllowError as exc:
+            raise LocatedError((exc.index,), str(exc)) from None  # type: ignore[attr-defined]
+        return [entry.strip().lower().rstrip(".") for entry in value]
 
     @field_validator("env", mode="before")
     @classmethod

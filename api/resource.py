@@ -101,6 +101,20 @@ class Usage(BaseModel):
     overBudget: bool = False  # noqa: N815
 
 
+class NetworkStatus(BaseModel):
+    """The agent's effective network policy and what its egress proxy counted."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    policy: str
+    reaches: str = ""
+    address: str | None = Field(None, description="Its address on Den's network.")
+    allow: list[str] = Field(default_factory=list)
+    allowed: int = Field(0, description="Connections the egress proxy let through.")
+    refused: int = Field(0, description="Connections the egress proxy refused.")
+    lastRefused: str | None = None  # noqa: N815
+
+
 class AgentStatus(BaseModel):
     """Observed state, written only by the reconciler."""
 
@@ -114,6 +128,7 @@ class AgentStatus(BaseModel):
     backoff: Backoff | None = None
     gateway: str | None = Field(None, description="The model gateway the agent's calls go through.")
     usage: Usage | None = None
+    network: NetworkStatus | None = None
     cron: list[CronStatus] = Field(default_factory=list)
 
     def condition(self, type_: str) -> Condition | None:

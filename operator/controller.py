@@ -285,7 +285,7 @@ def setup_logging(path: Path | None) -> None:
 
 def run_operator(*, log_file: Path | None = None) -> int:
     """``den operator run``: hold the lock, reconcile until SIGTERM/SIGINT."""
-    from den.operator import gateway
+    from den.operator import egress, gateway
     from den.operator.docker_backend import DockerBackend
     from den.operator.readiness import ReadinessProber
     from den.operator.secrets import LocalCredentials
@@ -307,7 +307,8 @@ def run_operator(*, log_file: Path | None = None) -> int:
         )
 
     controller = Controller(store, reconciler, events_source=docker_events, watch_version=credentials.version,
-                            system={gateway.KEY: gateway.GatewayReconciler(store, backend, credentials)})
+                            system={gateway.KEY: gateway.GatewayReconciler(store, backend, credentials),
+                                    egress.KEY: egress.EgressReconciler(store, backend)})
     prober.on_change = controller.queue.add
 
     def stop(_signum: int, _frame: object) -> None:

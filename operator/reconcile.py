@@ -21,10 +21,18 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from den.api.errors import DenError
-from den.api.resource import Agent, AgentStatus, Backoff, Condition, now
+from den.api.resource import Agent, AgentStatus, Backoff, Condition, NetworkStatus, now
 from den.operator import names
 from den.operator.backend import Backend, PortTaken
-from den.operator.plan import AgentSecrets, Plan, choose_port, desired_container, make_plan
+from den.operator.network import choose_address
+from den.operator.plan import (
+    AgentSecrets,
+    Observed,
+    Plan,
+    choose_port,
+    desired_container,
+    make_plan,
+)
 from den.operator.secrets import MissingVariable
 from den.operator.store import Store
 
@@ -73,6 +81,20 @@ def set_condition(status: AgentStatus, previous: AgentStatus | None, type_: str,
     )
 
 
+def network_status(agent: Agent, address: str | None) -> NetworkStatus:
+    """The effective policy as status shows it; the egress counts carry over (the egress
+    reconciler adds to them from the proxy's log)."""
+    previous = agent.status.network if agent.status and agent.status.network else None
+    policy = str(agent.spec.runtime.network)
+    reaches = {"none": "the model gateway only",
+               "filtered": "the model gateway, and runtime.allow through the egress proxy",
+               "host": "anything (unrestricted)"}[policy]
+    return NetworkStatus(policy=policy, reaches=reaches, address=address or (previous.address if previous else None),
+                         allow=list(agent.spec.runtime.allow),
+                         allowed=previous.allowed if previous else 0, refused=previous.refused if previous else 0,
+                         lastRefused=previous.lastRefused if previous else None)
+
+
 class Reconciler:
     def __init__(self, store: Store, backend: Backend, *, credentials: Credentials,
                  readiness: Readiness) -> None:
@@ -83,6 +105,7 @@ class Reconciler:
         # Ports other workers are giving out right now: not yet in any snapshot. Only in-flight
         # claims live here; what exists is always observed.
         self._claims: dict[int, Key] = {}
+        self._address_claims: dict[str, Key] = {}
         self._claims_lock = threading.Lock()
 
     def _claim(self, key: Key, agent: Agent, observed, avoid: set[int]) -> int:
@@ -92,10 +115,26 @@ class Reconciler:
             self._claims[port] = key
             return port
 
-    def _release(self, port: int, key: Key) -> None:
+    def _claim_address(self, key: Key, agent: Agent, observed: Observed) -> str | None:
+        """The agent's address on Den's network: the one its network container has, else the
+        one its status recorded, else the lowest free (other workers' in-flight claims too)."""
+        if observed.layout is None:
+            return None
+        with self._claims_lock:
+            others = {a for a, owner in self._address_claims.items() if owner != key}
+            current = next((c.labels.get(names.LABEL_ADDRESS) for c in observed.net_containers
+                            if c.labels.get(names.LABEL_ADDRESS)), None)
+            recorded = agent.status.network.address if agent.status and agent.status.network else None
+            address = choose_address(observed.layout, observed.used_addresses | others, current or recorded)
+            self._address_claims[address] = key
+            return address
+
+    def _release(self, port: int, key: Key, address: str | None = None) -> None:
         with self._claims_lock:
             if self._claims.get(port) == key:
                 del self._claims[port]
+            if address and self._address_claims.get(address) == key:
+                del self._address_claims[address]
 
     def _event(self, agent: Agent, reason: str, message: str, type_: str = "Normal") -> None:
         log.info("%s %s: %s", agent.key, reason, message)
@@ -126,8 +165,9 @@ class Reconciler:
         for _attempt in range(PORT_ATTEMPTS):
             observed = self.backend.observe(agent)
             port = self._claim(key, agent, observed, avoid)
+            address = self._claim_address(key, agent, observed) if running else None
             try:
-                desired = desired_container(agent, observed, port, secrets)
+                desired = desired_container(agent, observed, port, secrets, address)
                 plan = make_plan(agent, observed, desired, destroy=destroy)
                 if plan.stalled:
                     raise TerminalError(*plan.stalled)
@@ -137,14 +177,16 @@ class Reconciler:
                 avoid.add(exc.port)
                 self._event(agent, "PortTaken", f"{exc}; trying the next port", "Warning")
             finally:
-                self._release(port, key)
+                self._release(port, key, address)
         else:
             raise DenError(f"no free port for {agent.key} after {PORT_ATTEMPTS} tries: {sorted(avoid)} are taken")
         if deleting:
             # Finalizers go only once a pass observes nothing left: the next pass, at once.
             return Result(requeue_after=0.0) if plan.operations else self._finish_delete(agent, destroy)
+        if plan.incomplete:  # Den's network was just made: plan the rest against it, at once
+            return Result(requeue_after=0.0)
         restarts = max((c.restart_count for c in observed.containers), default=0)
-        return self._report(agent, desired.port, restarts)
+        return self._report(agent, desired.port, restarts, address)
 
     def _execute(self, agent: Agent, plan: Plan) -> None:
         for operation in plan.operations:
@@ -168,6 +210,7 @@ class Reconciler:
                            port=port if port is not None else (previous.port if previous else None),
                            gateway=names.gateway_url(),
                            usage=previous.usage if previous else None,
+                           network=previous.network if previous else None,
                            cron=list(previous.cron) if previous else [])
 
     def _write_status(self, agent: Agent, status: AgentStatus) -> None:
@@ -188,9 +231,10 @@ class Reconciler:
         self._write_status(agent, status)
         return Result()  # credentials changes and the resync bring it back
 
-    def _report(self, agent: Agent, port: int, restarts: int = 0) -> Result:
+    def _report(self, agent: Agent, port: int, restarts: int = 0, address: str | None = None) -> Result:
         previous, generation = agent.status, agent.metadata.generation
         status = self._new_status(agent, port)
+        status.network = network_status(agent, address)
         requeue: float | None = None
         if agent.spec.desiredState == "stopped":
             status.phase = "Stopped"

@@ -529,7 +529,7 @@ def agentfiles(draw: st.DrawFn) -> Agentfile:
             ),
             "cpu": draw(st.floats(0.01, 64, allow_nan=False)),
             "network": network,
-            "allow": draw(st.lists(st.sampled_from(DOMAINS), max_size=3))
+            "allow": draw(st.lists(st.sampled_from(DOMAINS), max_size=3, unique=True))
             if network == "filtered"
             else [],
             "env": draw(st.dictionaries(env_names, prose, max_size=3)),
