@@ -119,3 +119,10 @@ def permits(mode: str, rules: list[AllowRule], host: str, port: int | None = Non
 def refusal(host: str) -> str:
     """The one wording of a refused connection, shared by the tools and the egress proxy."""
     return f"blocked by network policy: {host}"
+
+
+def reaches(policy: str) -> str:
+    """What an agent with ``policy`` can reach, in the words ``den inspect`` and status use."""
+    return {"none": "the model gateway only",
+            "filtered": "the model gateway, and runtime.allow through the egress proxy (den-egress)",
+            "host": "anything (unrestricted)"}[policy]

@@ -489,6 +489,22 @@ def inspect(
         "deliveredEnvNote": f"inside the agent (its env file); {TOKEN_ENV} is its API token",
         "gatewayOnly": {key_name: "held by the model gateway, never delivered to the agent"
                         if key_known else "not set (den auth or the environment of den up)"},
+        "network": network_facts(agent),
         "container": facts or None,
         "events": [e.as_dict() for e in events],
     }, Format.yaml)
+
+
+def network_facts(agent) -> dict[str, Any]:
+    """The effective network policy: what the agent reaches, from where, and what was counted."""
+    from den.api.netpolicy import reaches
+
+    status = agent.status.network if agent.status and agent.status.network else None
+    policy = str(agent.spec.runtime.network)
+    facts: dict[str, Any] = {"policy": policy, "reaches": reaches(policy)}
+    if policy == "filtered":
+        facts["allow"] = list(agent.spec.runtime.allow)
+    if status is not None:
+        facts.update({"address": status.address, "allowed": status.allowed, "refused": status.refused,
+                      "lastRefused": status.lastRefused})
+    return facts

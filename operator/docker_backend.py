@@ -493,6 +493,15 @@ class DockerBackend:
             return None
         attrs = container.attrs
         host = attrs.get("HostConfig", {})
+        ports = host.get("PortBindings")
+        if not ports and str(host.get("NetworkMode", "")).startswith("container:"):
+            import docker.errors
+
+            try:  # published by its network container
+                holder = self.client.containers.get(names.net_container_name(agent.name, agent.namespace))
+                ports = holder.attrs.get("HostConfig", {}).get("PortBindings")
+            except docker.errors.NotFound:
+                ports = None
         return ContainerFacts(
             id=container.short_id,
             name=container.name,
@@ -502,7 +511,7 @@ class DockerBackend:
             restart_count=int(attrs.get("RestartCount") or 0),
             nano_cpus=host.get("NanoCpus"),
             memory_bytes=host.get("Memory"),
-            ports=host.get("PortBindings"),
+            ports=ports,
             read_only_rootfs=host.get("ReadonlyRootfs"),
             cap_drop=host.get("CapDrop"),
         )

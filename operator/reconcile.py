@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from den.api.errors import DenError
+from den.api.netpolicy import reaches
 from den.api.resource import Agent, AgentStatus, Backoff, Condition, NetworkStatus, now
 from den.operator import names
 from den.operator.backend import Backend, PortTaken
@@ -86,10 +87,7 @@ def network_status(agent: Agent, address: str | None) -> NetworkStatus:
     reconciler adds to them from the proxy's log)."""
     previous = agent.status.network if agent.status and agent.status.network else None
     policy = str(agent.spec.runtime.network)
-    reaches = {"none": "the model gateway only",
-               "filtered": "the model gateway, and runtime.allow through the egress proxy",
-               "host": "anything (unrestricted)"}[policy]
-    return NetworkStatus(policy=policy, reaches=reaches, address=address or (previous.address if previous else None),
+    return NetworkStatus(policy=policy, reaches=reaches(policy), address=address or (previous.address if previous else None),
                          allow=list(agent.spec.runtime.allow),
                          allowed=previous.allowed if previous else 0, refused=previous.refused if previous else 0,
                          lastRefused=previous.lastRefused if previous else None)
