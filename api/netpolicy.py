@@ -65,7 +65,7 @@ def parse_entry(entry: str) -> AllowRule:
     ports = DEFAULT_PORTS
     if text.count(":") == 1:
         text, _, port_text = text.partition(":")
-        if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+        if not (port_text.isascii() and port_text.isdigit()) or not 1 <= int(port_text) <= 65535:
             raise AllowError(f"{entry!r} has an invalid port {port_text!r} (1-65535)")
         ports = (int(port_text),)
     elif ":" in text:
@@ -78,7 +78,7 @@ def parse_entry(entry: str) -> AllowRule:
     if "*" in host:
         raise AllowError(f"{entry!r}: '*' is only allowed as the whole first label ('*.example.com')")
     labels = host.split(".")
-    if len(host) > 253 or not all(_LABEL.match(label) for label in labels):
+    if len(host) > 253 or not all(_LABEL.fullmatch(label) for label in labels):
         raise AllowError(f"{entry!r} is not a valid host name; {EXPECTED}")
     if labels[-1].isdigit():
         raise AllowError(f"{entry!r} is not a host name (its last label is a number); {EXPECTED}")

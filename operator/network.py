@@ -92,7 +92,8 @@ class Layout:
         except ValueError:
             return False
         return value in self.network and int(value) - int(self.network.network_address) >= 257 \
-            and value < self.network.network_address + self.network.num_addresses // 2
+            and value < self.network.network_address + self.network.num_addresses // 2 \
+            and int(value) & 0xFF not in (0, 255)
 
 
 def choose_subnet(taken: Iterable[str], preferred: str | None = None) -> str:
@@ -255,6 +256,8 @@ def _host_of(method: str, url: str) -> str:
         return url.rsplit(":", 1)[0].strip("[]")
     rest = url.split("://", 1)[-1]
     host = rest.split("/", 1)[0].split("@")[-1]
+    if host.startswith("["):  # an IPv6 literal, with or without a port
+        return host[1:].split("]", 1)[0]
     return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
 
 
