@@ -166,9 +166,9 @@ def test_http_request_respects_size_and_time_caps_and_the_network_policy(tmp_pat
     assert not slow.ok and "Timeout" in slow.content
     page = call(ctx, "web_fetch", {"url": f"{site}/page"})
     assert "Body text" in page.content and "evil" not in page.content and "# Head" in page.content
-    assert "not allowed" in call(context(tmp_path, "none"), "http_request", {"url": site}).content
+    assert "blocked by network policy: 127.0.0.1" in call(context(tmp_path, "none"), "http_request", {"url": site}).content
     filtered = context(tmp_path, "filtered", ["example.com"])
-    assert "not allowed" in call(filtered, "web_fetch", {"url": site}).content
+    assert "blocked by network policy: 127.0.0.1" in call(filtered, "web_fetch", {"url": site}).content
 
 
 def test_a_loop_never_exceeds_max_iterations(scripted_model, serve_runtime) -> None:

@@ -367,7 +367,9 @@ try:
     socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP); print('raw socket OPENED')
 except PermissionError:
     print('raw socket refused')
-print('pids.max', open('/sys/fs/cgroup/pids.max').read().strip())
+for path in ('/sys/fs/cgroup/pids.max', '/sys/fs/cgroup/pids/pids.max'):  # cgroup v2, v1
+    if os.path.exists(path):
+        print('pids.max', open(path).read().strip())
 mounts = [l.split()[1] for l in open('/proc/mounts')]
 print('mounts', sorted(m for m in mounts if m.startswith(('/den', '/tmp', '/home', '/root', '/var/run'))))
 """
