@@ -24,7 +24,16 @@ from den.api.errors import DenError
 from den.api.resource import Agent, AgentStatus, Backoff, Condition, now
 from den.operator import names
 from den.operator.backend import Backend, PortTaken
-from den.operator.plan import AgentSecrets, Plan, choose_port, desired_container, make_plan
+from den.operator.cron import CronReport, cron_status
+from den.operator.plan import (
+    AgentSecrets,
+    DesiredContainer,
+    Plan,
+    choose_port,
+    desired_container,
+    make_config_plan,
+    make_plan,
+)
 from den.operator.secrets import MissingVariable
 from den.operator.store import Store
 
@@ -75,8 +84,11 @@ def set_condition(status: AgentStatus, previous: AgentStatus | None, type_: str,
 
 class Reconciler:
     def __init__(self, store: Store, backend: Backend, *, credentials: Credentials,
-                 readiness: Readiness) -> None:
+                 readiness: Readiness, cron_report: CronReport | None = None) -> None:
         self.store = store
+        #: ``(endpoint, token) -> GET /den/v1/cron`` of a ready agent (the controller passes
+        #: :func:`den.operator.cron.fetch_cron`); None: status.cron is not reported.
+        self.cron_report = cron_report
         self.backend = backend
         self.credentials = credentials
         self.readiness = readiness
@@ -144,7 +156,21 @@ class Reconciler:
             # Finalizers go only once a pass observes nothing left: the next pass, at once.
             return Result(requeue_after=0.0) if plan.operations else self._finish_delete(agent, destroy)
         restarts = max((c.restart_count for c in observed.containers), default=0)
-        return self._report(agent, desired.port, restarts)
+        cron, delivered = self._sync_cron(agent, desired)
+        result = self._report(agent, desired.port, restarts, cron)
+        return Result(requeue_after=1.0) if delivered and result.requeue_after is None else result
+
+    def _sync_cron(self, agent: Agent, desired: DesiredContainer) -> tuple[tuple | None, bool]:
+        """Read the ready agent's cron report; deliver the manifest when its cron section changed."""
+        endpoint = f"http://127.0.0.1:{desired.port}"
+        if agent.spec.desiredState != "running" or self.cron_report is None or not self._ready(agent, endpoint):
+            return None, False
+        report = self.cron_report(endpoint, desired.secrets.token)
+        if report is None:
+            return None, False
+        plan = make_config_plan(agent, desired, report.get("digest"))
+        self._execute(agent, plan)
+        return cron_status(report), bool(plan)
 
     def _execute(self, agent: Agent, plan: Plan) -> None:
         for operation in plan.operations:
@@ -168,7 +194,8 @@ class Reconciler:
                            port=port if port is not None else (previous.port if previous else None),
                            gateway=names.gateway_url(),
                            usage=previous.usage if previous else None,
-                           cron=list(previous.cron) if previous else [])
+                           cron=list(previous.cron) if previous else [],
+                           nextRun=previous.nextRun if previous else None)
 
     def _write_status(self, agent: Agent, status: AgentStatus) -> None:
         previous = agent.status
@@ -188,9 +215,11 @@ class Reconciler:
         self._write_status(agent, status)
         return Result()  # credentials changes and the resync bring it back
 
-    def _report(self, agent: Agent, port: int, restarts: int = 0) -> Result:
+    def _report(self, agent: Agent, port: int, restarts: int = 0, cron: tuple | None = None) -> Result:
         previous, generation = agent.status, agent.metadata.generation
         status = self._new_status(agent, port)
+        if cron is not None:
+            status.cron, status.nextRun = cron
         requeue: float | None = None
         if agent.spec.desiredState == "stopped":
             status.phase = "Stopped"
