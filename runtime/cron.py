@@ -32,8 +32,6 @@ from den.runtime.sqlite import open_db
 
 log = logging.getLogger("den.runtime.cron")
 
-#: How far back a missed run is looked for when an entry has no starting deadline.
-CATCH_UP_HORIZON = timedelta(days=7)
 #: The runner looks at the clock (and the config file) at least this often.
 POLL_SECONDS = 1.0
 OUTPUT_CHARS = 500
@@ -117,23 +115,34 @@ def next_run(schedule: str, timezone: str, after: datetime) -> datetime:
     raise ValueError(f"{schedule!r} has no run after {iso(after)}")
 
 
+def previous_run(schedule: str, timezone: str, at_or_before: datetime) -> datetime:
+    """The last run of ``schedule`` at or before ``at_or_before`` (aware), in UTC."""
+    from croniter import croniter
+
+    zone = ZoneInfo(timezone)
+    limit = at_or_before.astimezone(UTC)
+    local = (limit + timedelta(seconds=1)).astimezone(zone).replace(tzinfo=None)
+    candidates = croniter(schedule, local)
+    for _ in range(10_000):
+        at = _instant(candidates.get_prev(datetime), zone)
+        if at <= limit:
+            return at
+    raise ValueError(f"{schedule!r} has no run before {iso(limit)}")
+
+
 def missed_run(entry: Entry, since: datetime, now: datetime) -> tuple[datetime | None, bool]:
     """The run that was due in ``(since, now]`` and never happened (the agent was down).
 
     Returns ``(scheduled, start)``: the most recent missed time and True when it is within
-    ``starting_deadline`` (run it once now), or the first missed time and False (record it as
-    skipped), or ``(None, False)`` when nothing was missed."""
+    ``starting_deadline`` (run it once now; no deadline: always), or the first missed time and
+    False (record it as skipped), or ``(None, False)`` when nothing was missed."""
     first = next_run(entry.schedule, entry.timezone, since)
     if first > now:
         return None, False
-    reach = CATCH_UP_HORIZON if entry.starting_deadline is None else timedelta(seconds=entry.starting_deadline)
-    window = max(since, now - reach)
-    at = next_run(entry.schedule, entry.timezone, window - timedelta(microseconds=1)) if window > since else first
-    latest = None
-    while at <= now:
-        latest = at
-        at = next_run(entry.schedule, entry.timezone, at)
-    return (latest, True) if latest is not None else (first, False)
+    latest = previous_run(entry.schedule, entry.timezone, now)
+    if entry.starting_deadline is None or latest >= now - timedelta(seconds=entry.starting_deadline):
+        return latest, True
+    return first, False
 
 
 def admit(policy: str, running: int) -> str:

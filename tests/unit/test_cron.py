@@ -89,6 +89,17 @@ def test_a_run_missed_beyond_the_starting_deadline_is_skipped() -> None:
     assert missed_run(entry, utc(2026, 6, 1, 12, 1), utc(2026, 6, 1, 12, 5)) == (None, False)
 
 
+def test_without_a_deadline_the_most_recent_missed_run_runs_however_long_the_agent_was_down() -> None:
+    entry = Entry("poll", "*/5 * * * *", "Poll.", starting_deadline=None)
+    assert missed_run(entry, utc(2026, 1, 1), utc(2026, 6, 1, 12, 7)) == (utc(2026, 6, 1, 12, 5), True)
+
+
+def test_the_most_recent_missed_time_is_found_across_a_dst_gap() -> None:
+    entry = Entry("night", "30 2 * * *", "Night.", timezone="Europe/Paris", starting_deadline=3600)
+    # Down over the night the clocks went forward: 02:30 ran at 03:00 CEST (01:00 UTC).
+    assert missed_run(entry, utc(2026, 3, 28, 12), utc(2026, 3, 29, 1, 20)) == (utc(2026, 3, 29, 1, 0), True)
+
+
 def test_the_concurrency_policies_decide_what_a_due_run_does() -> None:
     assert [admit(p, 0) for p in ("Forbid", "Allow", "Replace")] == ["start"] * 3
     assert [admit(p, 1) for p in ("Forbid", "Allow", "Replace")] == ["skip", "start", "replace"]
