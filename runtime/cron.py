@@ -308,6 +308,7 @@ class CronRunner:
         self._wake = asyncio.Event()
         self._watchers: list[Callable[[], Awaitable[None]]] = []
         self._overrides: dict[str, bool] = {}
+        self._loaded = False
 
     # entries
 
@@ -317,10 +318,13 @@ class CronRunner:
     def suspended(self, entry: Entry) -> bool:
         return self._overrides.get(entry.name, entry.suspend)
 
-    async def set_entries(self, entries: Iterable[Entry], *, catch_up: bool = True) -> None:
+    async def set_entries(self, entries: Iterable[Entry]) -> None:
         """Replace the entries (start, a reloaded manifest, a task made or deleted); an unchanged
-        entry keeps its next run, a changed one is rescheduled; history is never touched."""
+        entry keeps its next run, a changed one is rescheduled; history is never touched. Runs
+        missed while the agent was down are caught up on the first call only: an entry added
+        to a running agent has missed nothing."""
         now = self.clock()
+        catch_up, self._loaded = not self._loaded, True
         self._overrides = await asyncio.to_thread(self.store.suspended)
         new: dict[str, _Slot] = {}
         for entry in entries:

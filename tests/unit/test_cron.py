@@ -233,6 +233,21 @@ def test_a_run_missed_while_down_runs_at_start_within_the_deadline_and_is_skippe
     asyncio.run(scenario())
 
 
+def test_an_entry_added_to_a_running_agent_catches_nothing_up(tmp_path) -> None:
+    async def scenario() -> None:
+        clock, executor = Clock(utc(2026, 6, 1, 8, 0)), Executor()
+        runner = make_runner(tmp_path, clock, executor)
+        await runner.set_entries([Entry("old", "0 * * * *", "Old.")])
+        await runner.set_entries([])  # deleted ...
+        clock.now = utc(2026, 6, 1, 10, 2)
+        await runner.set_entries([Entry("old", "0 * * * *", "Old.")])  # ... and made again, later
+        await settle(runner)
+        assert runner.store.runs("old") == [] and executor.calls == []
+        assert runner.slots["old"].next_due == utc(2026, 6, 1, 11, 0)
+
+    asyncio.run(scenario())
+
+
 def test_a_run_longer_than_its_timeout_is_stopped_and_recorded_timed_out(tmp_path) -> None:
     async def scenario() -> None:
         clock, executor = Clock(utc(2026, 6, 1, 9, 0)), Executor(delay=5)
