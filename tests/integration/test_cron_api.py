@@ -117,3 +117,20 @@ def test_a_delivered_manifest_changes_the_schedule_without_a_restart(scripted_mo
     after = httpx.get(f"{url}/den/v1/status", headers=AUTH).json()
     assert after["generation"] == 4 and after["uptime_seconds"] >= before["uptime_seconds"]
     assert httpx.get(f"{url}/den/v1/cron", headers=AUTH).json()["digest"] != digest
+
+
+def test_cron_runs_go_through_the_gateway_and_a_run_over_budget_fails_with_that_reason(
+        scripted_model, serve_gateway, serve_runtime) -> None:
+    from tests.integration.test_gateway_api import GATEWAY_TOKEN, KEY, entry
+
+    gateway = serve_gateway()
+    gateway.write({GATEWAY_TOKEN: entry(scripted_model, budget={"tokens_per_day": 5})}, {"OPENAI_API_KEY": KEY})
+    env = {"DEN_GATEWAY_URL": gateway.base_url, "DEN_GATEWAY_TOKEN": GATEWAY_TOKEN}
+    url = serve_runtime(cron_agent(scripted_model.base_url, [BRIEFING]), env=env)
+    first = httpx.post(f"{url}/den/v1/cron/briefing/run", headers=AUTH, timeout=30).json()
+    assert first["status"] == "succeeded" and first["tokens"] > 5
+    second = httpx.post(f"{url}/den/v1/cron/briefing/run", headers=AUTH, timeout=30).json()
+    assert second["status"] == "failed"
+    assert second["reason"].startswith("refused for budget:") and "tokens_per_day" in second["reason"]
+    (row,) = gateway.ledger()["agents"]
+    assert row["tokens"]["total"] == first["tokens"] and row["refused"] == 1
