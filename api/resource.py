@@ -74,6 +74,8 @@ class CronStatus(BaseModel):
     nextRun: str | None = None  # noqa: N815
     lastRun: str | None = None  # noqa: N815
     lastResult: str | None = None  # noqa: N815
+    origin: str = "agentfile"  # agentfile | agent (made by the agent with schedule_task)
+    suspended: bool = False
 
 
 Phase = Literal["Pending", "Starting", "Running", "Stopped", "Failed", "Terminating"]
@@ -130,6 +132,7 @@ class AgentStatus(BaseModel):
     usage: Usage | None = None
     network: NetworkStatus | None = None
     cron: list[CronStatus] = Field(default_factory=list)
+    nextRun: str | None = Field(None, description="The soonest next run of the agent's cron entries.")  # noqa: N815
 
     def condition(self, type_: str) -> Condition | None:
         return next((c for c in self.conditions if c.type == type_), None)

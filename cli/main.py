@@ -54,7 +54,7 @@ def main(
 
 
 def _register() -> None:
-    from den.cli import auth, connect, dev, init, lifecycle, memory, operator, resources  # noqa: F401  (commands register themselves)
+    from den.cli import auth, connect, cron, dev, init, lifecycle, memory, operator, resources  # noqa: F401  (commands register themselves)
 
 
 def run() -> None:

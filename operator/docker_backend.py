@@ -289,6 +289,9 @@ class DockerBackend:
                 client.containers.get(operation.id or operation.name).remove(force=True)
             except docker.errors.NotFound:
                 pass
+        elif operation.action == Action.deliver_config:
+            assert isinstance(desired, DesiredContainer), "DeliverConfig carries the desired container"
+            self._deliver_config(operation.name, desired)
         elif operation.action == Action.remove_volume:
             try:
                 client.volumes.get(operation.name).remove(force=True)
@@ -428,6 +431,11 @@ class DockerBackend:
             ENV_FILE: (json.dumps(dict(desired.secrets.values)).encode(), 0o600),
         }
         container.put_archive(HOME_DIR, _tar(files))
+
+    def _deliver_config(self, name: str, desired: DesiredContainer) -> None:
+        """Copy the manifest into the running container (the agent reloads its cron entries)."""
+        manifest = json.dumps(desired.manifest, indent=2).encode()
+        self.client.containers.get(name).put_archive(HOME_DIR, _tar({CONFIG_FILE: (manifest, 0o644)}))
 
     def _create_system(self, desired: DesiredGateway) -> None:
         """The model gateway or the egress proxy: unprivileged, read-only, a fixed address."""

@@ -165,6 +165,7 @@ class Action(str, Enum):
     start_container = "StartContainer"
     remove_container = "RemoveContainer"
     remove_volume = "RemoveVolume"
+    deliver_config = "DeliverConfig"
 
 
 _KINDS = {Action.create_volume: "volume", Action.remove_volume: "volume", Action.create_network: "network",
@@ -232,10 +233,11 @@ def choose_port(agent: Agent, observed: Observed, avoid: frozenset[int] = frozen
 
 
 def config_hash(agent: Agent, image_id: str | None, secrets_digest: str = "none", net_hash: str = "") -> str:
-    """sha256 of what the container is made from: the spec (less desiredState), the image,
-    the digest of its secrets (a rotated key or token is a change like any other) and its
-    network container's hash (a new policy is a new namespace to join)."""
-    spec = agent.spec.model_dump(mode="json", exclude={"desiredState"})
+    """sha256 of what the container is made from: the spec (less desiredState, and less cron,
+    which is delivered to the running agent: :func:`make_config_plan`), the image, the digest
+    of its secrets (a rotated key or token is a change like any other) and its network
+    container's hash (a new policy is a new namespace to join)."""
+    spec = agent.spec.model_dump(mode="json", exclude={"desiredState", "cron"})
     canonical = json.dumps(
         {"spec": spec, "image": image_id or agent.spec.runtime.base, "namespace": agent.namespace,
          "secrets": secrets_digest, "network": names.NETWORK, "net": net_hash},
@@ -405,6 +407,19 @@ def make_plan(agent: Agent, observed: Observed, desired: DesiredContainer, *, de
     elif not keep.running and keep.status != "restarting":  # Docker's restart policy owns restarts
         plan.add(Operation(Action.start_container, desired.name, f"container is {keep.status}",
                            container=desired))
+    return plan
+
+
+def make_config_plan(agent: Agent, desired: DesiredContainer, running_digest: str | None) -> Plan:
+    """Deliver the manifest to the running agent when the cron section it runs
+    (``running_digest``, from its ``GET /den/v1/cron``) is not the Agentfile's."""
+    from den.api.agentfile import cron_digest
+
+    plan = Plan()
+    wanted = cron_digest(agent.spec.cron)
+    if running_digest is not None and running_digest != wanted:
+        plan.add(Operation(Action.deliver_config, desired.name,
+                           f"cron changed (agent runs {running_digest}, Agentfile {wanted})", container=desired))
     return plan
 
 

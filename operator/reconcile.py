@@ -25,13 +25,16 @@ from den.api.netpolicy import reaches
 from den.api.resource import Agent, AgentStatus, Backoff, Condition, NetworkStatus, now
 from den.operator import names
 from den.operator.backend import Backend, PortTaken
+from den.operator.cron import CronReport, cron_status
 from den.operator.network import choose_address
 from den.operator.plan import (
     AgentSecrets,
+    DesiredContainer,
     Observed,
     Plan,
     choose_port,
     desired_container,
+    make_config_plan,
     make_plan,
 )
 from den.operator.secrets import MissingVariable
@@ -95,8 +98,11 @@ def network_status(agent: Agent, address: str | None) -> NetworkStatus:
 
 class Reconciler:
     def __init__(self, store: Store, backend: Backend, *, credentials: Credentials,
-                 readiness: Readiness) -> None:
+                 readiness: Readiness, cron_report: CronReport | None = None) -> None:
         self.store = store
+        #: ``(endpoint, token) -> GET /den/v1/cron`` of a ready agent (the controller passes
+        #: :func:`den.operator.cron.fetch_cron`); None: status.cron is not reported.
+        self.cron_report = cron_report
         self.backend = backend
         self.credentials = credentials
         self.readiness = readiness
@@ -184,7 +190,21 @@ class Reconciler:
         if plan.incomplete:  # Den's network was just made: plan the rest against it, at once
             return Result(requeue_after=0.0)
         restarts = max((c.restart_count for c in observed.containers), default=0)
-        return self._report(agent, desired.port, restarts, address)
+        cron, delivered = self._sync_cron(agent, desired)
+        result = self._report(agent, desired.port, restarts, address, cron)
+        return Result(requeue_after=1.0) if delivered and result.requeue_after is None else result
+
+    def _sync_cron(self, agent: Agent, desired: DesiredContainer) -> tuple[tuple | None, bool]:
+        """Read the ready agent's cron report; deliver the manifest when its cron section changed."""
+        endpoint = f"http://127.0.0.1:{desired.port}"
+        if agent.spec.desiredState != "running" or self.cron_report is None or not self._ready(agent, endpoint):
+            return None, False
+        report = self.cron_report(endpoint, desired.secrets.token)
+        if report is None:
+            return None, False
+        plan = make_config_plan(agent, desired, report.get("digest"))
+        self._execute(agent, plan)
+        return cron_status(report), bool(plan)
 
     def _execute(self, agent: Agent, plan: Plan) -> None:
         for operation in plan.operations:
@@ -209,7 +229,8 @@ class Reconciler:
                            gateway=names.gateway_url(),
                            usage=previous.usage if previous else None,
                            network=previous.network if previous else None,
-                           cron=list(previous.cron) if previous else [])
+                           cron=list(previous.cron) if previous else [],
+                           nextRun=previous.nextRun if previous else None)
 
     def _write_status(self, agent: Agent, status: AgentStatus) -> None:
         previous = agent.status
@@ -229,10 +250,13 @@ class Reconciler:
         self._write_status(agent, status)
         return Result()  # credentials changes and the resync bring it back
 
-    def _report(self, agent: Agent, port: int, restarts: int = 0, address: str | None = None) -> Result:
+    def _report(self, agent: Agent, port: int, restarts: int = 0, address: str | None = None,
+                cron: tuple | None = None) -> Result:
         previous, generation = agent.status, agent.metadata.generation
         status = self._new_status(agent, port)
         status.network = network_status(agent, address)
+        if cron is not None:
+            status.cron, status.nextRun = cron
         requeue: float | None = None
         if agent.spec.desiredState == "stopped":
             status.phase = "Stopped"

@@ -111,6 +111,8 @@ def test_an_agentfile_with_only_name_and_model_gets_the_documented_defaults() ->
         "allow": [],
         "env": {},
         "budget": {"usd_per_day": None, "tokens_per_day": None},
+        "max_tasks": 10,
+        "task_min_interval": 300,
     }
     assert spec.model.model_dump() == {
         "provider": "openai",
