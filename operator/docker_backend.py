@@ -373,7 +373,8 @@ class DockerBackend:
         capability with setpriv before it sleeps); the port is published here."""
         self.client.containers.create(
             image=desired.image,
-            command=netns_command(desired.ruleset),
+            entrypoint=netns_command(desired.ruleset),  # no init: after exec, PID 1 is the unprivileged sleep
+            command=[],
             name=desired.name,
             labels=desired.labels,
             detach=True,

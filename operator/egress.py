@@ -12,6 +12,7 @@ the proxy's access log into each agent's ``status.network`` and events.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from pathlib import Path
@@ -20,7 +21,6 @@ from den.operator import names
 from den.operator.gateway import container_user
 from den.operator.network import (
     EgressClient,
-    EgressCounts,
     blocked_destinations,
     host_addresses,
     parse_access_log,
@@ -45,6 +45,8 @@ KEY = ("den-system", names.EGRESS)
 LOG_POLL = 5.0
 #: Largest slice of the access log read in one pass.
 LOG_CHUNK = 4 * 1024 * 1024
+#: A proxy younger than this is not sent SIGHUP (squid installs its handlers as it starts).
+RELOAD_SETTLE = 2.0
 
 
 def clients_of(net_labels: list[dict[str, str]]) -> list[EgressClient]:
@@ -99,6 +101,7 @@ class EgressReconciler:
         self.store = store
         self.backend = backend
         self._hosts: list[str] | None = None
+        self._reload_pending = False
 
     def reconcile(self) -> Result:
         agents = self.store.list()
@@ -112,11 +115,16 @@ class EgressReconciler:
                 self._hosts = host_addresses()
             text = squid_config(clients_of(self.backend.net_containers()),
                                 blocked_destinations(observed.layout, self._hosts))
-            changed = write_config(text)
+            self._reload_pending |= write_config(text)
             plan = make_gateway_plan(observed, desired_egress(observed))
             running = [c for c in observed.containers if c.running]
-            if changed and running and not plan.operations:
+            if self._reload_pending and running and not plan.operations:
+                if _seconds_since(running[0].started_at) < RELOAD_SETTLE:
+                    return Result(requeue_after=RELOAD_SETTLE)  # squid dies of a SIGHUP while starting
                 plan.add(Operation(Action.reload_container, names.EGRESS, "squid.conf changed"))
+                self._reload_pending = False
+            elif not running:
+                self._reload_pending = False  # it reads the config as it starts
         if plan.stalled:
             raise TerminalError(*plan.stalled)
         for operation in plan.operations:
@@ -164,34 +172,66 @@ class EgressReconciler:
         return complete.decode(errors="replace").splitlines()
 
     def _fold_log(self, agents) -> None:
-        lines = self._read_new_lines()
-        if not lines:
-            return
-        counts = parse_access_log(lines)
+        """Add the log's new lines to each agent's running totals (a file beside the log), then
+        make every agent's ``status.network`` show its totals. Level-triggered: a count lost to
+        a status write racing the agent's own reconcile is put back on the next pass."""
+        totals_path = names.egress_dir() / "counts.json"
+        totals = _read_json(totals_path)
         by_address = {a.status.network.address: a for a in agents
                       if a.status and a.status.network and a.status.network.address}
-        for address, entry in counts.items():
+        lines = self._read_new_lines()
+        for address, entry in parse_access_log(lines).items():
             agent = by_address.get(address)
-            if agent is None or agent.status is None or agent.status.network is None:
+            if agent is None:
                 continue
-            self._record(agent, entry)
-
-    def _record(self, agent, entry: EgressCounts) -> None:
-        network = agent.status.network.model_copy(update={
-            "allowed": agent.status.network.allowed + entry.allowed,
-            "refused": agent.status.network.refused + entry.refused,
-            "lastRefused": entry.last_refused or agent.status.network.lastRefused,
-        })
-        self.store.update_status(agent.name, agent.namespace, agent.status.model_copy(update={"network": network}))
-        if entry.allowed:
-            self.store.record_event(agent, "EgressAllowed", f"{entry.allowed} connection(s) through the egress proxy")
-        for host, count in sorted(entry.refused_hosts.items()):
-            self.store.record_event(agent, "EgressRefused", f"blocked by network policy: {host} ({count}x)",
-                                    type_="Warning")
+            total = totals.setdefault(agent.key, {"allowed": 0, "refused": 0, "lastRefused": None})
+            total["allowed"] += entry.allowed
+            total["refused"] += entry.refused
+            total["lastRefused"] = entry.last_refused or total["lastRefused"]
+            if entry.allowed:
+                self.store.record_event(agent, "EgressAllowed",
+                                        f"{entry.allowed} connection(s) through the egress proxy")
+            for host, count in sorted(entry.refused_hosts.items()):
+                self.store.record_event(agent, "EgressRefused", f"blocked by network policy: {host} ({count}x)",
+                                        type_="Warning")
+        if lines:
+            totals = {key: value for key, value in totals.items() if key in {a.key for a in agents}}
+            tmp = totals_path.with_name("counts.json.tmp")
+            tmp.write_text(json.dumps(totals))
+            os.replace(tmp, totals_path)
+        for agent in agents:
+            network = agent.status.network if agent.status else None
+            total = totals.get(agent.key)
+            if network is None or total is None:
+                continue
+            wanted = network.model_copy(update=total)
+            if wanted != network:
+                self.store.update_status(agent.name, agent.namespace,
+                                         agent.status.model_copy(update={"network": wanted}))
 
     def record_failure(self, error: Exception) -> None:
         reason = error.reason if isinstance(error, TerminalError) else "ReconcileError"
         self.store.record_event(KEY, reason, str(error) or type(error).__name__, type_="Warning")
+
+
+def _seconds_since(started_at: str | None) -> float:
+    """Seconds since Docker's ``StartedAt`` (RFC 3339 with nanoseconds), or a large number."""
+    from datetime import UTC, datetime
+
+    if not started_at:
+        return 1e9
+    try:
+        stamp = datetime.fromisoformat(started_at[:26].rstrip("Z") + "+00:00")
+    except ValueError:
+        return 1e9
+    return (datetime.now(UTC) - stamp).total_seconds()
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
 
 
 def _read_cursor(path: Path) -> int:

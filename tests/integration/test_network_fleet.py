@@ -69,23 +69,23 @@ def test_a_hundred_filtered_agents_get_unique_addresses_and_are_cleaned_up(tmp_p
     operator = subprocess.Popen([sys.executable, "-m", "den", "operator", "run", "--log-file",
                                  str(home / "operator.log")], env=env, start_new_session=True,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    mine = {"label": "den.dev/component=net"}
     try:
         assert den("apply", "-f", str(work)).returncode == 0
 
-        def fleet_up():
-            nets = [c for c in docker_client.containers.list(filters=mine) if c.labels["den.dev/agent"] in names]
-            agents = [c for c in docker_client.containers.list(all=True, filters={"label": "den.dev/agent"})
-                      if c.labels["den.dev/agent"] in names and not c.name.endswith("-net")]
+        def fleet_up():  # listings only: containers come and go while the fleet converges
+            rows = [r for r in docker_client.api.containers(all=True, filters={"label": "den.dev/agent"})
+                    if r["Labels"]["den.dev/agent"] in names]
+            nets = [r for r in rows if r["Labels"].get("den.dev/component") == "net" and r["State"] == "running"]
+            agents = [r for r in rows if r["Labels"].get("den.dev/component") != "net"]
             return (nets, agents) if len(nets) == FLEET and len(agents) == FLEET else None
 
         nets, agents = wait_until(fleet_up, 420, 2.0)
-        addresses = {c.labels["den.dev/address"] for c in nets}
+        addresses = {r["Labels"]["den.dev/address"] for r in nets}
         layout = Layout(docker_client.networks.get("den").attrs["Labels"]["den.dev/subnet"])
         assert len(addresses) == FLEET and all(layout.holds(a) for a in addresses)
         assert len([n for n in docker_client.networks.list(names=["den"]) if n.name == "den"]) == 1
         # Every agent lives in its network container's namespace, and the proxy knows each one.
-        assert all(a.attrs["HostConfig"]["NetworkMode"].startswith("container:") for a in agents)
+        assert all(r["HostConfig"]["NetworkMode"].startswith("container:") for r in agents)
         config = home / "egress" / "config" / "squid.conf"
         wait_until(lambda: config.exists() and all(a in config.read_text() for a in addresses), 60)
         assert all(f"a{i}.fleet.test" in config.read_text() for i in range(FLEET))
