@@ -13,7 +13,9 @@ Writes bench/results/<UTC time>.json and bench/results/latest.json and prints a 
   and the first-token latency they add when streaming (all in this process, real
   HTTP on 127.0.0.1);
 - idle_agent_rss_mb: memory of an idle agent's container after it answered once;
-- image_runtime_mb / image_gateway_mb: the two images' sizes;
+- network_container_rss_mb / egress_proxy_rss_mb: what the network policy costs: an
+  agent's network container, and the one egress proxy (idle);
+- image_runtime_mb / image_gateway_mb / image_egress_mb: the three images' sizes;
 - fleet_*: 50 agents applied at once (one directory, the operator running) until
   all are Ready, and the memory all their containers use then.
 """
@@ -254,7 +256,7 @@ def fleet(home: Path, env: dict[str, str], count: int = 50) -> dict[str, float]:
     # Stop the operator first, or it heals the containers back as they are removed.
     subprocess.run([*DEN, "operator", "stop"], env=env, capture_output=True)
     for name in names:
-        subprocess.run(["docker", "rm", "-f", f"den-{name}"], capture_output=True)
+        subprocess.run(["docker", "rm", "-f", f"den-{name}", f"den-{name}-net"], capture_output=True)
         subprocess.run(["docker", "volume", "rm", "-f", f"den-{name}-home"], capture_output=True)
     return {"fleet_agents": count, "fleet_all_ready_s": elapsed, "fleet_memory_mb": memory,
             "fleet_memory_per_agent_mb": memory / count}
@@ -282,8 +284,11 @@ def main() -> int:
         urllib.request.urlopen(request, timeout=10).read()
         time.sleep(2.0)
         results["idle_agent_rss_mb"] = container_memory_mb([f"den-{name}"])
+        results["network_container_rss_mb"] = container_memory_mb([f"den-{name}-net"])
+        results["egress_proxy_rss_mb"] = container_memory_mb(["den-egress"])
         results["image_runtime_mb"] = image_mb("den-runtime:latest")
         results["image_gateway_mb"] = image_mb("den-gateway:latest")
+        results["image_egress_mb"] = image_mb("den-egress:latest")
         subprocess.run(["docker", "rm", "-f", f"den-{name}"], check=True, capture_output=True)
         start = time.monotonic()
         wait_http(f"{endpoint}/healthz", timeout=30)
@@ -301,7 +306,7 @@ def main() -> int:
     finally:
         subprocess.run([*DEN, "destroy", name, "--yes"], env=env, capture_output=True)
         subprocess.run([*DEN, "operator", "stop"], env=env, capture_output=True)
-        subprocess.run(["docker", "rm", "-f", "den-gateway"], capture_output=True)  # this bench's, not yours
+        subprocess.run(["docker", "rm", "-f", "den-gateway", "den-egress"], capture_output=True)  # this bench's
     RESULTS.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     record = {"time": stamp, "machine": {"cpus": os.cpu_count()},

@@ -94,11 +94,12 @@ def test_a_hundred_filtered_agents_get_unique_addresses_and_are_cleaned_up(tmp_p
         assert deleted.returncode == 0, deleted.stderr
 
         def all_gone() -> bool:
-            left = [c for c in docker_client.containers.list(all=True, filters={"label": "den.dev/agent"})
-                    if c.labels.get("den.dev/agent") in names]
-            system = docker_client.containers.list(all=True, filters={"label": "den.dev/component=egress"})
-            system += docker_client.containers.list(all=True, filters={"label": "den.dev/component=gateway"})
-            network = [n for n in docker_client.networks.list(names=["den"]) if n.name == "den"]
+            listing = docker_client.api.containers
+            left = [r for r in listing(all=True, filters={"label": "den.dev/agent"})
+                    if r["Labels"].get("den.dev/agent") in names]
+            system = [*listing(all=True, filters={"label": "den.dev/component=egress"}),
+                      *listing(all=True, filters={"label": "den.dev/component=gateway"})]
+            network = [n for n in docker_client.api.networks(names=["den"]) if n["Name"] == "den"]
             return not left and not system and not network
 
         wait_until(all_gone, 300, 2.0)
