@@ -262,7 +262,8 @@ def make_plan(agent: Agent, observed: Observed, desired: DesiredContainer, *, de
         for container in current:
             plan.add(Operation(Action.remove_container, container.name, why, id=container.id))
         if deleting and destroy and observed.volume_exists:
-            plan.add(Operation(Action.remove_volume, desired.volume, "destroy removes the agent's home and memory"))
+            plan.add(Operation(Action.remove_volume, desired.volume, "destroy removes the agent's home and memory",
+                               container=desired))
         return plan
     keep = current[0] if current else None
     for extra in current[1:]:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -75,8 +76,13 @@ def set_condition(status: AgentStatus, previous: AgentStatus | None, type_: str,
 
 class Reconciler:
     def __init__(self, store: Store, backend: Backend, *, credentials: Credentials,
-                 readiness: Readiness) -> None:
+                 readiness: Readiness, endpoint: Callable[[Agent, int], str] | None = None,
+                 gateway_url: str | None = None) -> None:
         self.store = store
+        # Where clients reach an agent and where it reaches the gateway: 127.0.0.1 and the den
+        # network locally; a Service and the gateway's Service on Kubernetes.
+        self.endpoint = endpoint or (lambda agent, port: f"http://127.0.0.1:{port}")
+        self.gateway_url = gateway_url or names.gateway_url()
         self.backend = backend
         self.credentials = credentials
         self.readiness = readiness
@@ -166,7 +172,7 @@ class Reconciler:
         previous = agent.status
         return AgentStatus(phase="Pending", observedGeneration=agent.metadata.generation,
                            port=port if port is not None else (previous.port if previous else None),
-                           gateway=names.gateway_url(),
+                           gateway=self.gateway_url,
                            usage=previous.usage if previous else None,
                            cron=list(previous.cron) if previous else [])
 
@@ -197,7 +203,7 @@ class Reconciler:
             set_condition(status, previous, "Ready", "False", "Stopped", "desiredState is stopped", generation)
             set_condition(status, previous, "Reconciling", "False", "Stopped", "", generation)
         else:
-            endpoint = f"http://127.0.0.1:{port}"
+            endpoint = self.endpoint(agent, port)
             status.endpoint = endpoint
             if self._ready(agent, endpoint):
                 status.phase = "Running"
