@@ -1,7 +1,7 @@
 """The operator on Kubernetes: thin kopf handlers around the shared Reconciler.
 
 kopf's handlers are edge-triggered, so create, update, resume and delete, a
-resync timer, and events of the agents' StatefulSets and Services all call the
+resync task, and events of the agents' StatefulSets and Services all call the
 same level-triggered :meth:`~den.operator.reconcile.Reconciler.reconcile` with
 the :class:`~den.operator.kubernetes_backend.KubernetesBackend` and the
 :class:`~den.operator.kubernetes_store.KubernetesStore`. A spec Den's own
@@ -15,18 +15,28 @@ and :func:`operate` against kmock.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
+import threading
+from collections import defaultdict
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
+
+from pydantic import ValidationError
 
 from den.api.errors import InvalidAgentfile
 from den.api.loader import dump_yaml, load_text
 from den.api.resource import GROUP, PLURAL, VERSION, AgentStatus, Condition
 from den.operator import names
 from den.operator.kube import Kube, operator_namespace
-from den.operator.kubernetes_backend import KubernetesBackend, KubernetesCredentials, KubernetesReadiness
+from den.operator.kube import agents as agents_path
+from den.operator.kubernetes_backend import (
+    KubernetesBackend,
+    KubernetesCredentials,
+    KubernetesReadiness,
+)
 from den.operator.kubernetes_render import gateway_url
 from den.operator.kubernetes_store import KubernetesStore
 from den.operator.reconcile import Reconciler, TerminalError
@@ -56,6 +66,8 @@ class Den:
     kube: Kube
     store: KubernetesStore
     reconciler: Reconciler
+    #: One pass per agent at a time (handlers, watches and the resync run in kopf's threads).
+    locks: dict = field(default_factory=lambda: defaultdict(threading.Lock))
 
     def invalid(self, namespace: str, name: str, problems: list[str], generation: int | None) -> None:
         message = "; ".join(problems)
@@ -81,12 +93,17 @@ class Den:
                 self.invalid(namespace, name, problems, meta.get("generation"))
                 return None
         try:
-            result = self.reconciler.reconcile(namespace, name)
+            with self.locks[(namespace, name)]:
+                result = self.reconciler.reconcile(namespace, name)
         except TerminalError as exc:
             self.reconciler.record_failure(namespace, name, exc, retry, RESYNC)
             return None
         except InvalidAgentfile as exc:
             self.invalid(namespace, name, [str(p) for p in exc.problems], meta.get("generation"))
+            return None
+        except ValidationError as exc:  # what the loader let through but the model refuses
+            problems = [f"{'.'.join(str(part) for part in e['loc'])}: {e['msg']}" for e in exc.errors()]
+            self.invalid(namespace, name, problems, meta.get("generation"))
             return None
         except Exception as exc:
             delay = min(2.0 ** retry, 60.0)
@@ -122,24 +139,26 @@ def register(den: Den, registry: Any) -> None:
     @kopf.on.create(**agents)
     @kopf.on.update(**agents)
     def converge(body: Any, retry: int, **_: Any) -> None:
-        later = den.reconcile(body, retry=retry)
-        if later is not None:  # starting: kopf retries the handler (a readiness change also wakes us)
-            raise kopf.TemporaryError("not ready yet", delay=later)
+        # A pod becoming ready changes its StatefulSet's status: the watch below looks again.
+        den.reconcile(body, retry=retry)
 
-    @kopf.on.delete(**agents)
+    @kopf.on.delete(**agents, optional=True)  # Den's own finalizer holds the object, not kopf's
     def delete(body: Any, retry: int, **_: Any) -> None:
-        # Our finalizers go only once a pass observes nothing left.
+        finish(body, retry)
+
+    @kopf.on.event(**agents, when=lambda body, **_: bool(body.get("metadata", {}).get("deletionTimestamp")))
+    def deleting(body: Any, **_: Any) -> None:
+        finish(body, 0)
+
+    def finish(body: Any, retry: int) -> None:
+        """Passes until Den's finalizers are gone (each removes what the last one observed)."""
+        meta = body["metadata"]
         for _attempt in range(20):
-            fresh = den.store.find(body["metadata"]["name"], body["metadata"].get("namespace", "default"))
+            fresh = den.store.find(meta["name"], meta.get("namespace", "default"))
             if fresh is None or not set(fresh.metadata.finalizers) & {names.FINALIZER, names.FINALIZER_DESTROY}:
                 return
             den.reconcile(body, retry=retry)
         raise kopf.TemporaryError("still cleaning up", delay=1)
-
-    @kopf.timer(**agents, interval=RESYNC, idle=RESYNC)
-    def resync(body: Any, **_: Any) -> None:
-        if not (body.get("metadata") or {}).get("deletionTimestamp"):
-            den.reconcile(body)
 
     owned = {"labels": {names.LABEL_MANAGED_BY: names.MANAGED_BY}, "registry": registry}
 
@@ -161,6 +180,24 @@ def register(den: Den, registry: Any) -> None:
             owner_changed(labels, type)
 
 
+async def resync(den: Den, namespaces: list[str] | None) -> None:
+    """Every :data:`RESYNC` seconds, a pass over every Agent (drift no watch reported). A task
+    rather than a kopf timer: timers force kopf's finalizer onto every object."""
+    loop = asyncio.get_running_loop()
+    while True:
+        await asyncio.sleep(RESYNC)
+        for namespace in namespaces or [None]:
+            try:
+                bodies = await loop.run_in_executor(None, den.kube.list, agents_path(namespace))
+            except Exception as exc:  # the API is away: the next round tries again
+                log.warning("resync: %s", exc)
+                continue
+            for body in bodies:
+                if not (body.get("metadata") or {}).get("deletionTimestamp"):
+                    with contextlib.suppress(Exception):  # recorded in status by reconcile
+                        await loop.run_in_executor(None, den.reconcile, body)
+
+
 def configure(settings: Any) -> None:
     """kopf settings: progress in annotations (status is Den's), no peering, quiet posting."""
     import kopf
@@ -168,7 +205,6 @@ def configure(settings: Any) -> None:
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="den.dev")
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix="den.dev", key="last-handled-configuration")
-    settings.persistence.finalizer = "den.dev/kopf"
     settings.posting.level = logging.WARNING
     settings.peering.standalone = True
     settings.scanning.disabled = True  # watched namespaces are exact names (or all): no scanning
@@ -186,8 +222,13 @@ async def operate(kube: Kube, *, namespaces: list[str] | None, server: str | Non
     register(den, registry)
 
     @kopf.on.startup(registry=registry)
-    def startup(settings: Any, **_: Any) -> None:
+    async def startup(settings: Any, memo: Any, **_: Any) -> None:
         configure(settings)
+        memo.resync = asyncio.create_task(resync(den, namespaces))
+
+    @kopf.on.cleanup(registry=registry)
+    async def cleanup(memo: Any, **_: Any) -> None:
+        memo.resync.cancel()
 
     @kopf.on.login(registry=registry)
     def login(**kwargs: Any) -> Any:

@@ -8,7 +8,8 @@ CreateNetwork       nothing: the agent's NetworkPolicy is written with its other
 CreateVolume        the PVC ``home-<sts>-0``, which the StatefulSet adopts by name
 CreateContainer     apply Secret, Service, NetworkPolicy, StatefulSet (1 replica)
 StartContainer      apply them again (heals a deleted Service, Secret or policy; replicas 1)
-RemoveContainer     delete the StatefulSet (its pod goes; the PVC stays): stop and replace
+RemoveContainer     delete the StatefulSet (its pod goes; the PVC stays): stop, duplicates;
+                    for a diverged config nothing: the CreateContainer after it rolls the pod
 RemoveVolume        delete the PVC and the agent's Secret, Service and NetworkPolicy (destroy)
 ==================  =====================================================================
 
@@ -113,6 +114,8 @@ class KubernetesBackend:
         if operation.action == Action.create_network:
             return  # the NetworkPolicy is one of the agent's objects
         if operation.action == Action.remove_container:
+            if operation.reason == "config diverged":
+                return  # the CreateContainer that follows patches the pod template: the pod rolls
             namespace, _, name = (operation.id or "").partition("/")
             self.kube.delete(f"{apps(namespace, 'statefulsets')}/{name}")
             return

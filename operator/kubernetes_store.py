@@ -37,6 +37,14 @@ def agent_from_object(obj: dict[str, Any]) -> Agent:
                                  "spec": obj.get("spec") or {}, "status": status or None})
 
 
+def status_of(obj: dict[str, Any]) -> AgentStatus | None:
+    status = {k: v for k, v in (obj.get("status") or {}).items() if k in _STATUS}
+    try:
+        return AgentStatus.model_validate(status) if status else None
+    except ValueError:
+        return None
+
+
 def object_from_agent(agent: Agent) -> dict[str, Any]:
     """What ``den up --context`` sends: the resource without server-written fields."""
     body = agent.manifest(with_status=False)
@@ -119,10 +127,17 @@ class KubernetesStore:
         return self._finalizers(name, namespace, remove=finalizer)
 
     def update_status(self, name: str, namespace: str, status: AgentStatus, **_: Any) -> Agent:
-        """A merge patch of the status subresource; fields now unset are removed (null)."""
+        """A merge patch of the status subresource; fields now unset are removed (null). Nothing
+        is written when the status is what the Agent already has (no watch event, no loop)."""
+        current = self.kube.get(self._path(name, namespace))
+        if current is None:
+            raise NotFound(f'agent "{name}" not found in namespace "{namespace}"')
+        if status_of(current) == status:
+            return None  # type: ignore[return-value]  # the reconciler ignores it
         body: dict[str, Any] = {k: None for k in _STATUS}
         body.update(status.model_dump(mode="json", exclude_none=True))
-        return agent_from_object(self.kube.patch(f"{self._path(name, namespace)}/status", {"status": body}))
+        self.kube.patch(f"{self._path(name, namespace)}/status", {"status": body})
+        return None  # type: ignore[return-value]  # the spec may be one Den refuses (Failed)
 
     def record_event(self, agent: Agent | tuple[str, str], reason: str, message: str, *,
                      type_: str = "Normal") -> None:

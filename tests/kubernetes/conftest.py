@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import itertools
 import time
 import uuid
@@ -17,7 +18,6 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import kmock
-import pytest
 import pytest_asyncio
 import yaml
 from kmock._internal.dicts import patch_dict
@@ -85,10 +85,10 @@ class Cluster(kmock.KubernetesEmulator):
             key = (request.resource, request.namespace, request.name)
             if key not in self.objects or self.objects[key].deleted:
                 return
-            current = dict(self.objects[key].raw)
+            current = copy.deepcopy(dict(self.objects[key].raw))
             if not isinstance(data, dict):  # JSON patches (kopf's finalizer) carry their own test
                 return
-            meta = data.setdefault("metadata", {}) or {}
+            meta = data.setdefault("metadata", {})
             stale = meta.get("resourceVersion")
             if stale and stale != current.get("metadata", {}).get("resourceVersion"):
                 raise kmock.KubernetesError(status=409, reason="Conflict",
@@ -96,7 +96,7 @@ class Cluster(kmock.KubernetesEmulator):
             meta["resourceVersion"] = version
             if request.subresource == "status":
                 data.pop("spec", None)
-            elif "spec" in data and patch_dict(current, data).get("spec") != current.get("spec"):
+            elif "spec" in data and patch_dict(copy.deepcopy(current), data).get("spec") != current.get("spec"):
                 meta["generation"] = int(current.get("metadata", {}).get("generation") or 1) + 1
 
 
@@ -127,7 +127,7 @@ async def operator(cluster) -> AsyncIterator[Kube]:
     kube = Kube.connect(server=server)
     stop, ready = asyncio.Event(), asyncio.Event()
     task = asyncio.create_task(operate(kube, namespaces=["default"], server=server,
-                                       namespace=OPERATOR_NAMESPACE, environ={"SEARCH_KEY": "s3cret"},
+                                       namespace=OPERATOR_NAMESPACE, environ={"SEARCH_KEY": "s3cret", "OPENAI_API_KEY": "sk-test"},
                                        stop_flag=stop, ready_flag=ready))
     await asyncio.wait_for(ready.wait(), 10)
     try:
