@@ -232,13 +232,27 @@ async def operate(kube: Kube, *, namespaces: list[str] | None, server: str | Non
 
     @kopf.on.login(registry=registry)
     def login(**kwargs: Any) -> Any:
-        if server:
-            return kopf.ConnectionInfo(server=server, insecure=True)
-        return kopf.login_via_client(**kwargs)
+        if server or kube.context is not None:
+            return connection_info(kube)
+        return kopf.login_via_client(**kwargs)  # in-cluster, or kubeconfig's current context
 
     await kopf.operator(
         registry=registry, standalone=True, clusterwide=not namespaces,
         namespaces=namespaces or [], stop_flag=stop_flag, ready_flag=ready_flag,
+    )
+
+
+def connection_info(kube: Kube) -> Any:
+    """kopf's credentials from the ones :class:`Kube` loaded (the same kubeconfig context)."""
+    import kopf
+
+    config = kube.api_client.configuration
+    token = (config.api_key or {}).get("authorization") or (config.api_key or {}).get("BearerToken")
+    scheme, _, value = (token or "").partition(" ")
+    return kopf.ConnectionInfo(
+        server=config.host, ca_path=config.ssl_ca_cert, insecure=not config.verify_ssl,
+        certificate_path=config.cert_file, private_key_path=config.key_file,
+        scheme=(scheme or None) if value else None, token=(value or token) or None,
     )
 
 

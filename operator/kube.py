@@ -42,8 +42,10 @@ def operator_namespace() -> str:
 class Kube:
     """Requests to one API server, authenticated like kubectl (or in-cluster)."""
 
-    def __init__(self, api_client: Any) -> None:
+    def __init__(self, api_client: Any, context: str | None = None) -> None:
         self.api_client = api_client
+        #: The kubeconfig context it was made from (None: a plain URL or in-cluster).
+        self.context = context
 
     @classmethod
     def connect(cls, *, context: str | None = None, server: str | None = None) -> Kube:
@@ -63,7 +65,7 @@ class Kube:
         except Exception as exc:  # ConfigException, missing file, unknown context
             raise BackendUnavailable(f"cannot load Kubernetes credentials: {exc}",
                                      hint="check `kubectl config get-contexts` and KUBECONFIG") from None
-        return cls(client.ApiClient(configuration))
+        return cls(client.ApiClient(configuration), context)
 
     @property
     def server(self) -> str:

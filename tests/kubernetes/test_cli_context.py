@@ -86,3 +86,26 @@ async def test_export_prints_a_resource_kubectl_reads_with_on_quoted(tmp_path: P
     assert as_kubectl_reads_it["kind"] == "Agent"
     assert as_kubectl_reads_it["metadata"] == {"name": "careful", "namespace": "default"}
     assert as_kubectl_reads_it["spec"]["checks"][0]["on"] == "before_respond"
+
+
+async def test_den_operator_run_kubernetes_converges_agents_through_a_kubeconfig_context(cluster, tmp_path: Path):
+    """The operator image's entry point, as a process, logging in with a kubeconfig context."""
+    server = str(cluster.url).rstrip("/")
+    kubeconfig(tmp_path / "kubeconfig", server)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "den", "operator", "run", "--kubernetes", "--context", "kmock", "-n", "default",
+        env={**os.environ, "KUBECONFIG": str(tmp_path / "kubeconfig"), "DEN_HOME": str(tmp_path / "home"),
+             "DEN_OPERATOR_NAMESPACE": "den-system"},
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    try:
+        kube = Kube.connect(server=server)
+        body = {"apiVersion": "den.dev/v1alpha1", "kind": "Agent", "metadata": {"name": "solo", "namespace": "default"},
+                "spec": {"model": {"provider": "openai", "name": "gpt-4o-mini"}, "runtime": {"network": "none"}}}
+        await asyncio.to_thread(kube.create, agents("default"), body)
+        sts = await eventually(lambda: kube.get(f"{apps('default', 'statefulsets')}/den-solo"), timeout=20,
+                               what="the StatefulSet from the operator process")
+        assert sts["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]["cpu"] == "1000m"
+    finally:
+        proc.terminate()
+        out, _ = await asyncio.wait_for(proc.communicate(), 20)
+    assert b"Traceback" not in out, out.decode()[-2000:]
