@@ -202,9 +202,9 @@ def configure(settings: Any) -> None:
     """kopf settings: progress in annotations (status is Den's), no peering, quiet posting."""
     import kopf
 
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="den.dev")
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="kopf.den.dev")
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix="den.dev", key="last-handled-configuration")
+        prefix="kopf.den.dev", key="last-handled-configuration")
     settings.posting.level = logging.WARNING
     settings.peering.standalone = True
     settings.scanning.disabled = True  # watched namespaces are exact names (or all): no scanning

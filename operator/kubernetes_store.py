@@ -31,7 +31,7 @@ def agent_from_object(obj: dict[str, Any]) -> Agent:
     meta = {k: v for k, v in (obj.get("metadata") or {}).items() if k in _META and v is not None}
     meta.setdefault("namespace", "default")
     meta["annotations"] = {k: v for k, v in (meta.get("annotations") or {}).items()
-                           if not k.startswith("kopf.zalando.org/") and "last-applied" not in k}
+                           if not k.startswith(("kopf.zalando.org/", "kopf.den.dev/")) and "last-applied" not in k}
     status = {k: v for k, v in (obj.get("status") or {}).items() if k in _STATUS}
     return Agent.model_validate({"apiVersion": API_VERSION, "kind": KIND, "metadata": meta,
                                  "spec": obj.get("spec") or {}, "status": status or None})

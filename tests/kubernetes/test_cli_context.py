@@ -55,6 +55,7 @@ async def test_up_get_down_and_delete_act_on_the_clusters_agents(operator: Kube,
     assert code == 0, out
     items = json.loads(out)["items"]
     assert [(a["metadata"]["name"], a["status"]["phase"]) for a in items] == [("hello", "Running")]
+    assert not [k for k in items[0]["metadata"].get("annotations", {}) if "kopf" in k]  # kopf's bookkeeping stays out
     assert not (tmp_path / "home" / "state.db").exists()  # the local store was never touched
 
     code, out = await den(tmp_path, "down", "hello", "--timeout", "30", env={"DEN_CONTEXT": "kmock"})
