@@ -162,7 +162,8 @@ def statefulset(desired: DesiredContainer, agent: Agent, *, replicas: int = 1) -
                     "containers": [container],
                     "volumes": [
                         {"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}},
-                        {"name": "config", "secret": {"secretName": secret_name(desired), "defaultMode": 0o400}},
+                        # 0440: the files' group is the fsGroup (10001), the agent's own
+                        {"name": "config", "secret": {"secretName": secret_name(desired), "defaultMode": 0o440}},
                     ],
                 },
             },

@@ -74,6 +74,8 @@ async def test_an_applied_agent_becomes_a_hardened_statefulset_service_policy_se
     assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
     assert pod["automountServiceAccountToken"] is False
     assert {"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}} in pod["volumes"]
+    config = next(v for v in pod["volumes"] if v["name"] == "config")["secret"]
+    assert config["defaultMode"] == 0o440 and pod["securityContext"]["fsGroup"] == 10001  # readable by the agent only
     assert {"name": "home", "mountPath": "/den"} in agent["volumeMounts"]
     assert sts["spec"]["volumeClaimTemplates"][0]["metadata"]["name"] == "home"
     assert sts["spec"]["template"]["metadata"]["annotations"]["den.dev/config-hash"] == \
