@@ -41,7 +41,7 @@ from den.operator.plan import (
     ObservedContainer,
     Operation,
 )
-from den.operator.secrets import resolve_env
+from den.operator.secrets import MissingVariable, resolve_env
 
 
 def _labels(obj: Mapping[str, Any] | None) -> dict[str, str]:
@@ -251,7 +251,12 @@ class KubernetesCredentials:
         self.environ = environ
 
     def secrets_for(self, agent: Agent) -> AgentSecrets:
-        env = resolve_env(agent, self.environ)
+        try:
+            env = resolve_env(agent, self.environ)
+        except MissingVariable as exc:
+            exc.hint = (f"add {exc.variable} to a Secret named in the Helm value operator.envFromSecrets "
+                        "(the operator's environment)")
+            raise
         path = f"{core(agent.namespace, 'secrets')}/{names.container_name(agent.name, agent.namespace)}-env"
         existing = json.loads(_decode(self.kube.get(path), "env.json") or "{}")
         env[GATEWAY_URL_ENV] = render.gateway_url(self.operator_namespace)

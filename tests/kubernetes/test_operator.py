@@ -190,3 +190,16 @@ async def test_an_invalid_agent_fails_with_the_message_den_validate_prints(opera
         assert f"{problem.path}: {problem.message}" in said
         assert f"{problem.path}: {problem.message}" in validate.stdout + validate.stderr
     assert await call(kube.get, f"{STS}/den-loopy") is None
+
+
+async def test_an_unresolvable_variable_leaves_the_agent_pending_with_a_condition_naming_it(operator):
+    kube = operator
+    body = resource("examples/hello/Agentfile")
+    body["spec"]["runtime"]["env"] = {"SEARCH_API_KEY": "${NOT_IN_THE_OPERATOR_ENV}"}
+    await call(kube.create, AGENT, body)
+    stalled = await eventually(lambda: condition(kube.get(f"{AGENT}/hello"), "Stalled").get("reason") == "MissingVariable"
+                               and kube.get(f"{AGENT}/hello"), what="the MissingVariable condition")
+    message = condition(stalled, "Stalled")["message"]
+    assert "NOT_IN_THE_OPERATOR_ENV" in message and "operator.envFromSecrets" in message
+    assert stalled["status"]["phase"] == "Pending"
+    assert await call(kube.get, f"{STS}/den-hello") is None  # nothing half-made
