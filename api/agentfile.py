@@ -38,9 +38,6 @@ BUILTIN_TOOLS: tuple[str, ...] = (
 
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-DOMAIN = re.compile(
-    r"^(\*\.)?([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\.)*[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
-)
 TOOL_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 MEMORY_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]i?b?|b)?\s*$", re.IGNORECASE)
 _UNIT_MB = {"": 1, "b": 1 / (1024 * 1024), "k": 1 / 1024, "m": 1, "g": 1024, "t": 1024 * 1024}
@@ -124,7 +121,8 @@ class RuntimeSpec(_Model):
     )
     allow: list[str] = Field(
         default_factory=list,
-        description="Domains the agent may reach when network is filtered (wildcards like *.example.com).",
+        description="Hosts the agent may reach when network is filtered: 'example.com' (that host), "
+                    "'*.example.com' (its subdomains only), optionally ':port' (default 80 and 443).",
         examples=[["api.openai.com", "*.wikipedia.org"]],
     )
     env: dict[str, str] = Field(
@@ -135,6 +133,13 @@ class RuntimeSpec(_Model):
         default_factory=BudgetSpec,
         description="Daily model spend limits, enforced by the model gateway.",
     )
+    max_tasks: int = Field(
+        10, ge=0, le=1000, description="How many tasks the agent may schedule itself with schedule_task (0: none).",
+    )
+    task_min_interval: int = Field(
+        300, ge=60, le=31 * 86400,
+        description="Seconds that must at least pass between two runs of a task the agent schedules itself.",
+    )
 
     @field_validator("memory", mode="before")
     @classmethod
@@ -144,12 +149,13 @@ class RuntimeSpec(_Model):
     @field_validator("allow")
     @classmethod
     def _allow(cls, value: list[str]) -> list[str]:
-        for index, domain in enumerate(value):
-            if not isinstance(domain, str) or not DOMAIN.match(domain.lower()):
-                raise LocatedError((index,),
-                    f"{domain!r} is not a domain name (expected e.g. 'example.com' or '*.example.com')"
-                )
-        return [d.lower() for d in value]
+        from den.api.netpolicy import AllowError, parse_allow
+
+        try:
+            parse_allow(value)
+        except AllowError as exc:
+            raise LocatedError((exc.index,), str(exc)) from None  # type: ignore[attr-defined]
+        return [entry.strip().lower().rstrip(".") for entry in value]
 
     @field_validator("env", mode="before")
     @classmethod
@@ -334,14 +340,33 @@ class LoopSpec(_Model):
     )
 
 
+class ConcurrencyPolicy(str, Enum):
+    Forbid = "Forbid"
+    Allow = "Allow"
+    Replace = "Replace"
+
+
 class CronSpec(_Model):
-    """A prompt the agent runs on a schedule, inside its own container."""
+    """A prompt the agent runs on a schedule, inside its own container (Kubernetes CronJob rules)."""
 
     name: str = Field(..., description="Unique name of the entry (DNS label).")
     schedule: str = Field(..., description="A cron expression, e.g. '0 9 * * 1-5'.", examples=["0 9 * * 1-5"])
     prompt: str = Field(..., min_length=1, description="What the agent is asked at each run.")
+    timezone: str = Field("UTC", description="IANA time zone the schedule is read in, e.g. 'Europe/Paris'.",
+                          examples=["Europe/Paris"])
     loop: LoopType | None = Field(None, description="Run the prompt through this loop (must be declared).")
-    enabled: bool = Field(True, description="Set false to pause the entry.")
+    chain: bool = Field(False, description="Run the prompt through the chain of every declared loop, in order.")
+    concurrency: ConcurrencyPolicy = Field(
+        ConcurrencyPolicy.Forbid,
+        description="When a run is due while the last one still runs: Forbid (skip it), Allow (run both) "
+                    "or Replace (cancel the running one).")
+    starting_deadline: int | None = Field(
+        300, ge=1, description="Seconds after its time a missed run may still start (e.g. the agent was down); "
+                               "later, it is recorded as skipped. null: always run it once.")
+    timeout: int = Field(600, ge=1, le=86400, description="Seconds a run may take before it is stopped (timed_out).")
+    suspend: bool = Field(False, description="Set true to pause the entry (it can still be run by hand).")
+    enabled: bool = Field(True, description="Set false to pause the entry (the same as suspend: true).")
+    history_limit: int = Field(20, ge=1, le=1000, description="Runs of this entry kept in its history.")
 
     @field_validator("name")
     @classmethod
@@ -356,6 +381,21 @@ class CronSpec(_Model):
     @classmethod
     def _schedule(cls, value: str) -> str:
         return validate_cron(value)
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone(cls, value: str) -> str:
+        return validate_timezone(value)
+
+    @model_validator(mode="after")
+    def _loop_or_chain(self) -> CronSpec:
+        if self.chain and self.loop is not None:
+            raise ValueError("give either loop or chain: true, not both")
+        return self
+
+    @property
+    def paused(self) -> bool:
+        return self.suspend or not self.enabled
 
 
 Name = Annotated[str, Field(description="The agent's name (DNS-1123 label, at most 63 characters).")]
@@ -424,6 +464,8 @@ class AgentSpec(_Model):
                     ("cron", ci, "loop"),
                     f"loop {entry.loop!r} is not declared under loops {sorted(loop_types)}",
                 )
+            if entry.chain and not self.loops:
+                raise _located(("cron", ci, "chain"), "chain: true needs loops declared under loops")
         return self
 
 
@@ -504,12 +546,44 @@ def validate_labels(labels: dict[str, str]) -> dict[str, str]:
 
 
 def validate_cron(value: str) -> str:
-    """A cron expression croniter accepts, or ValueError saying what is expected. The one rule
-    for Agentfile ``cron`` entries and the tasks an agent schedules itself."""
+    """A five-field cron expression (or an alias like ``@daily``) croniter accepts, or ValueError
+    saying what is expected. The one rule for Agentfile ``cron`` entries and the tasks an agent
+    schedules itself."""
     from croniter import croniter
 
-    if not croniter.is_valid(value):
-        raise ValueError(f"{value!r} is not a valid cron expression (e.g. '0 9 * * 1-5')")
+    example = "(e.g. '0 9 * * 1-5' or '@daily')"
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"expected a cron expression {example}")
+    text = value.strip()
+    if not text.startswith("@") and len(text.split()) != 5:
+        raise ValueError(f"{value!r} is not a valid cron expression: expected five fields "
+                         f"(minute hour day-of-month month day-of-week) {example}")
+    if not croniter.is_valid(text):
+        raise ValueError(f"{value!r} is not a valid cron expression {example}")
+    return text
+
+
+def cron_digest(entries: list[CronSpec]) -> str:
+    """A digest of the ``cron`` section: the runtime reports the one it runs, the reconciler
+    delivers the manifest again when it differs from the Agentfile's."""
+    import hashlib
+    import json
+
+    canonical = json.dumps([e.model_dump(mode="json") for e in entries], sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def validate_timezone(value: str) -> str:
+    """An IANA time zone name (``UTC``, ``Europe/Paris``), or ValueError."""
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        if not value or value.startswith("/") or ".." in value:
+            raise ValueError
+        ZoneInfo(value)
+    except (ValueError, ZoneInfoNotFoundError):
+        raise ValueError(f"{value!r} is not an IANA time zone (e.g. 'UTC', 'Europe/Paris', "
+                         "'America/New_York')") from None
     return value
 
 

@@ -116,6 +116,7 @@ def crd() -> dict[str, Any]:
                         {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
                         {"name": "Model", "type": "string", "jsonPath": ".spec.model.name"},
                         {"name": "Endpoint", "type": "string", "jsonPath": ".status.endpoint"},
+                        {"name": "Next Run", "type": "string", "jsonPath": ".status.nextRun"},
                         {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
                     ],
                     "schema": {

@@ -74,6 +74,8 @@ class CronStatus(BaseModel):
     nextRun: str | None = None  # noqa: N815
     lastRun: str | None = None  # noqa: N815
     lastResult: str | None = None  # noqa: N815
+    origin: str = "agentfile"  # agentfile | agent (made by the agent with schedule_task)
+    suspended: bool = False
 
 
 Phase = Literal["Pending", "Starting", "Running", "Stopped", "Failed", "Terminating"]
@@ -101,6 +103,20 @@ class Usage(BaseModel):
     overBudget: bool = False  # noqa: N815
 
 
+class NetworkStatus(BaseModel):
+    """The agent's effective network policy and what its egress proxy counted."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    policy: str
+    reaches: str = ""
+    address: str | None = Field(None, description="Its address on Den's network.")
+    allow: list[str] = Field(default_factory=list)
+    allowed: int = Field(0, description="Connections the egress proxy let through.")
+    refused: int = Field(0, description="Connections the egress proxy refused.")
+    lastRefused: str | None = None  # noqa: N815
+
+
 class AgentStatus(BaseModel):
     """Observed state, written only by the reconciler."""
 
@@ -114,7 +130,9 @@ class AgentStatus(BaseModel):
     backoff: Backoff | None = None
     gateway: str | None = Field(None, description="The model gateway the agent's calls go through.")
     usage: Usage | None = None
+    network: NetworkStatus | None = None
     cron: list[CronStatus] = Field(default_factory=list)
+    nextRun: str | None = Field(None, description="The soonest next run of the agent's cron entries.")  # noqa: N815
 
     def condition(self, type_: str) -> Condition | None:
         return next((c for c in self.conditions if c.type == type_), None)

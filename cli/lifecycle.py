@@ -29,11 +29,14 @@ def _preflight(agents: list) -> None:
     backend.check()
     from den.operator import names
 
-    for image in dict.fromkeys([*(agent.spec.runtime.base for agent in agents), names.GATEWAY_IMAGE]):
+    system = {names.GATEWAY_IMAGE: "the model gateway",
+              names.EGRESS_IMAGE: "the egress proxy and the agents' network containers"}
+    for image in dict.fromkeys([*(agent.spec.runtime.base for agent in agents), *system]):
         _ensure_image(backend, image)
-    if not backend.has_image(names.GATEWAY_IMAGE):
-        raise DenError(f"image {names.GATEWAY_IMAGE} (the model gateway) not found",
-                       hint="build it with `make image` (hack/build-image.sh)")
+    for image, what in system.items():
+        if not backend.has_image(image):
+            raise DenError(f"image {image} ({what}) not found",
+                           hint="build it with `make image` (hack/build-image.sh)")
     for agent in agents:
         problem = stalled_reason(agent, backend.observe(agent))
         if problem:
@@ -47,7 +50,7 @@ def _ensure_image(backend, image: str) -> None:
     if backend.has_image(image):
         return
     script = Path(__file__).resolve().parent.parent / "hack" / "build-image.sh"
-    if image.startswith(("den-runtime:", "den-gateway:")) and script.exists():
+    if image.startswith(("den-runtime:", "den-gateway:", "den-egress:")) and script.exists():
         err_console().print(f"image {image} not found: building it with {script.name} (once)…")
         done = subprocess.run(["bash", str(script)], cwd=script.parent.parent)
         if done.returncode == 0 and backend.has_image(image):
@@ -508,6 +511,22 @@ def inspect(
         "deliveredEnvNote": f"inside the agent (its env file); {TOKEN_ENV} is its API token",
         "gatewayOnly": {key_name: "held by the model gateway, never delivered to the agent"
                         if key_known else "not set (den auth or the environment of den up)"},
+        "network": network_facts(agent),
         "container": facts or None,
         "events": [e.as_dict() for e in events],
     }, Format.yaml)
+
+
+def network_facts(agent) -> dict[str, Any]:
+    """The effective network policy: what the agent reaches, from where, and what was counted."""
+    from den.api.netpolicy import reaches
+
+    status = agent.status.network if agent.status and agent.status.network else None
+    policy = str(agent.spec.runtime.network)
+    facts: dict[str, Any] = {"policy": policy, "reaches": reaches(policy)}
+    if policy == "filtered":
+        facts["allow"] = list(agent.spec.runtime.allow)
+    if status is not None:
+        facts.update({"address": status.address, "allowed": status.allowed, "refused": status.refused,
+                      "lastRefused": status.lastRefused})
+    return facts

@@ -61,7 +61,18 @@ def main(
 
 
 def _register() -> None:
-    from den.cli import auth, cluster, connect, dev, init, lifecycle, memory, operator, resources  # noqa: F401  (commands register themselves)
+    from den.cli import (  # noqa: F401  (commands register themselves)
+        auth,
+        cluster,
+        connect,
+        cron,
+        dev,
+        init,
+        lifecycle,
+        memory,
+        operator,
+        resources,
+    )
 
 
 def run() -> None:

@@ -8,6 +8,9 @@
 #   hack/build-base-image.sh            # no-op if den-base:bookworm exists
 #   hack/build-base-image.sh --force    # rebuild unconditionally
 #
+# DEN_BASE_IMAGE and DEN_BASE_PACKAGES make other bases the same way (the egress
+# proxy's base holds squid and nftables instead of Python; hack/build-egress-image.sh).
+#
 # The mirror is never hard-coded: it is the first URI serving the `bookworm`
 # suite in /etc/apt/sources.list.d/*.sources (deb822), /etc/apt/sources.list
 # or /etc/apt/sources.list.d/*.list (one-line format). DEN_DEBIAN_MIRROR
@@ -16,7 +19,7 @@ set -euo pipefail
 
 IMAGE="${DEN_BASE_IMAGE:-den-base:bookworm}"
 SUITE="bookworm"
-PACKAGES="python3,python3-venv,ca-certificates,tini,libsqlite3-0"
+PACKAGES="${DEN_BASE_PACKAGES:-python3,python3-venv,ca-certificates,tini,libsqlite3-0}"
 
 log() { printf '==> %s\n' "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
@@ -25,7 +28,7 @@ force=0
 for arg in "$@"; do
   case "$arg" in
     --force|-f) force=1 ;;
-    -h|--help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) die "unknown argument: $arg (usage: $0 [--force])" ;;
   esac
 done
@@ -150,8 +153,10 @@ APT::Install-Suggests "false";
 EOF
 
 # sanity: what the runtime image relies on
-chroot "$rootfs" /usr/bin/python3 -c 'import sqlite3, ssl, venv, ensurepip' \
-  || die "python3 in the rootfs is missing sqlite3/ssl/venv/ensurepip"
+if [[ ,$PACKAGES, == *,python3,* ]]; then
+  chroot "$rootfs" /usr/bin/python3 -c 'import sqlite3, ssl, venv, ensurepip' \
+    || die "python3 in the rootfs is missing sqlite3/ssl/venv/ensurepip"
+fi
 [[ -x $rootfs/usr/bin/tini ]] || die "tini missing from rootfs"
 
 # --- import ------------------------------------------------------------------
@@ -159,7 +164,7 @@ log "importing rootfs as $IMAGE"
 tar --numeric-owner -C "$rootfs" -c . | docker import \
   --change 'ENV LANG=C.UTF-8' \
   --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
-  --change 'LABEL den.dev/base=bookworm' \
+  --change "LABEL den.dev/base=bookworm den.dev/base-packages=$PACKAGES" \
   --change 'CMD ["/bin/bash"]' \
   --message "den base image: debootstrap minbase $SUITE" \
   - "$IMAGE" >/dev/null

@@ -2,6 +2,8 @@
 # Build Den's two images (each also tagged :latest), sharing their layers:
 #   den-runtime:<version>  an agent (no litellm, no provider keys)
 #   den-gateway:<version>  the model gateway (litellm, the keys, the ledger)
+# and, through hack/build-egress-image.sh, den-egress:latest (the egress proxy and the
+# agents' network containers: squid and nftables from Debian).
 #
 #   hack/build-image.sh            # no-op when both images are up to date
 #   hack/build-image.sh --force    # rebuild even if up to date
@@ -45,7 +47,7 @@ force=0
 for arg in "$@"; do
   case "$arg" in
     --force|-f) force=1 ;;
-    -h|--help) sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,26p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) die "unknown argument: $arg (usage: $0 [--force])" ;;
   esac
 done
@@ -94,6 +96,10 @@ mkdir -p "$BUILD_DIR"
 # Serialise concurrent builds (parallel test runs) on the same checkout.
 exec 9>"$BUILD_DIR/build.lock"
 flock 9
+
+# den-egress (the egress proxy and the agents' network containers) has no Den Python code:
+# it has its own script and its own up-to-date check.
+"$ROOT/hack/build-egress-image.sh"
 
 current_hash() {
   docker image inspect -f '{{index .Config.Labels "den.dev/content-hash"}}' "$1" 2>/dev/null || true

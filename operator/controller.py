@@ -285,7 +285,8 @@ def setup_logging(path: Path | None) -> None:
 
 def run_operator(*, log_file: Path | None = None) -> int:
     """``den operator run``: hold the lock, reconcile until SIGTERM/SIGINT."""
-    from den.operator import gateway
+    from den.operator import egress, gateway
+    from den.operator.cron import fetch_cron
     from den.operator.docker_backend import DockerBackend
     from den.operator.readiness import ReadinessProber
     from den.operator.secrets import LocalCredentials
@@ -299,7 +300,7 @@ def run_operator(*, log_file: Path | None = None) -> int:
     store = Store(names.state_db_path())
     credentials = LocalCredentials()
     prober = ReadinessProber()
-    reconciler = Reconciler(store, backend, credentials=credentials, readiness=prober)
+    reconciler = Reconciler(store, backend, credentials=credentials, readiness=prober, cron_report=fetch_cron)
 
     def docker_events():
         return backend.client.events(
@@ -307,7 +308,8 @@ def run_operator(*, log_file: Path | None = None) -> int:
         )
 
     controller = Controller(store, reconciler, events_source=docker_events, watch_version=credentials.version,
-                            system={gateway.KEY: gateway.GatewayReconciler(store, backend, credentials)})
+                            system={gateway.KEY: gateway.GatewayReconciler(store, backend, credentials),
+                                    egress.KEY: egress.EgressReconciler(store, backend)})
     prober.on_change = controller.queue.add
 
     def stop(_signum: int, _frame: object) -> None:

@@ -20,10 +20,12 @@ from den.api.errors import BackendUnavailable, DenError
 from den.api.resource import Agent
 from den.operator import names
 from den.operator.backend import ContainerFacts, ExecResult, PortTaken, Stats
+from den.operator.network import RULES_LOADED, Layout, choose_subnet, host_routes, netns_command
 from den.operator.plan import (
     Action,
     DesiredContainer,
     DesiredGateway,
+    DesiredNetContainer,
     Observed,
     ObservedContainer,
     ObservedGateway,
@@ -33,6 +35,8 @@ from den.operator.plan import (
 RUNTIME_UID = 10001
 #: Serialises network creation among the operator's workers (see DockerBackend._create_network).
 _NETWORK_LOCK = threading.Lock()
+#: How long a network container may take to load its rules.
+RULES_TIMEOUT = 20.0
 
 
 def _docker_host() -> str:
@@ -108,19 +112,29 @@ class DockerBackend:
     # -- observe ----------------------------------------------------------------
 
     def observe(self, agent: Agent) -> Observed:
-        """One listing of Den's containers (this agent's and the ports of the others), the
-        volume, the image and the name: everything the planner needs, nothing asked later."""
+        """One sparse listing of Den's agent containers (this agent's, and the ports and
+        addresses of the others, from their labels), then only this agent's own containers
+        inspected; the volume, the images, the network: everything the planner needs."""
         import docker.errors
 
         client = self.client
-        mine, used = [], set()
-        for container in client.containers.list(all=True, filters={"label": names.LABEL_AGENT}):
-            labels = container.labels or {}
+        mine, nets, used, addresses = [], [], set(), set()
+        for row in client.api.containers(all=True, filters={"label": names.LABEL_AGENT}):
+            labels = row.get("Labels") or {}
+            is_net = labels.get(names.LABEL_COMPONENT) == names.COMPONENT_NET
             if (labels.get(names.LABEL_AGENT) == agent.name
                     and labels.get(names.LABEL_NAMESPACE, "default") == agent.namespace):
-                mine.append(self._observed(container))
-            elif port := _host_port(container.attrs):
-                used.add(port)
+                try:
+                    container = client.containers.get(row["Id"])
+                except docker.errors.NotFound:
+                    continue
+                (nets if is_net else mine).append(self._observed(container))
+                continue
+            for port in row.get("Ports") or []:
+                if port.get("PublicPort") and port.get("PrivatePort") == CONTAINER_PORT:
+                    used.add(int(port["PublicPort"]))
+            if is_net and labels.get(names.LABEL_ADDRESS):
+                addresses.add(labels[names.LABEL_ADDRESS])
         name = names.container_name(agent.name, agent.namespace)
         foreign = False
         if not any(c.name == name for c in mine):
@@ -134,34 +148,73 @@ class DockerBackend:
             volume = True
         except docker.errors.NotFound:
             volume = False
+        layout, stale, exists = self.network_state()
+        return Observed(containers=tuple(mine), volume_exists=volume, image_id=self._image_id(agent.spec.runtime.base),
+                        foreign_container=foreign, used_ports=frozenset(used), network_exists=exists,
+                        layout=layout, network_stale=stale, net_containers=tuple(nets),
+                        used_addresses=frozenset(addresses), net_image_id=self._image_id(names.EGRESS_IMAGE))
+
+    def _image_id(self, image: str) -> str | None:
+        import docker.errors
+
         try:
-            image_id = client.images.get(agent.spec.runtime.base).id
+            return self.client.images.get(image).id
         except docker.errors.ImageNotFound:
-            image_id = None
-        return Observed(containers=tuple(mine), volume_exists=volume, image_id=image_id,
-                        foreign_container=foreign, used_ports=frozenset(used),
-                        network_exists=self._network_exists(names.NETWORK))
+            return None
 
     def _network_exists(self, name: str) -> bool:
         return any(n.name == name for n in self.client.networks.list(names=[name]))
 
+    def network_state(self) -> tuple[Layout | None, bool, bool]:
+        """(layout, stale, exists) of Den's network: stale when a network of that name was
+        made without Den's subnet (an earlier Den): the planner replaces it."""
+        found = [n for n in self.client.networks.list(names=[names.NETWORK]) if n.name == names.NETWORK]
+        if not found:
+            return None, False, False
+        labels = found[0].attrs.get("Labels") or {}
+        subnet = labels.get(names.LABEL_SUBNET)
+        if not subnet:
+            return None, True, True
+        return Layout(subnet), False, True
+
     def observe_gateway(self) -> ObservedGateway:
         """The gateway's container(s), volume, network and image, in one snapshot."""
+        return self.observe_system("gateway", names.GATEWAY_IMAGE, names.GATEWAY_VOLUME)
+
+    def observe_system(self, component: str, image: str, volume: str | None = None) -> ObservedGateway:
+        """A system component's container(s), volume, image and Den's network."""
         import docker.errors
 
         client = self.client
-        found = client.containers.list(all=True, filters={"label": f"{names.LABEL_COMPONENT}=gateway"})
+        found = client.containers.list(all=True, filters={"label": f"{names.LABEL_COMPONENT}={component}"})
+        volume_exists = False
+        if volume:
+            try:
+                client.volumes.get(volume)
+                volume_exists = True
+            except docker.errors.NotFound:
+                pass
+        layout, stale, exists = self.network_state()
+        return ObservedGateway(containers=tuple(self._observed(c) for c in found), volume_exists=volume_exists,
+                               network_exists=exists, image_id=self._image_id(image), layout=layout,
+                               network_stale=stale)
+
+    def net_containers(self) -> list[dict[str, str]]:
+        """Every agent's network container, as its labels (address, policy, allowlist): one
+        sparse listing, no inspection (the egress proxy's config is made from these)."""
+        rows = self.client.api.containers(
+            all=True, filters={"label": f"{names.LABEL_COMPONENT}={names.COMPONENT_NET}"})
+        return [dict(row.get("Labels") or {}) for row in rows]
+
+    def den_containers_on_network(self) -> int:
+        """How many containers are attached to Den's network (it is removed only when none)."""
+        import docker.errors
+
         try:
-            client.volumes.get(names.GATEWAY_VOLUME)
-            volume = True
+            network = self.client.networks.get(names.NETWORK)
         except docker.errors.NotFound:
-            volume = False
-        try:
-            image_id = client.images.get(names.GATEWAY_IMAGE).id
-        except docker.errors.ImageNotFound:
-            image_id = None
-        return ObservedGateway(containers=tuple(self._observed(c) for c in found), volume_exists=volume,
-                               network_exists=self._network_exists(names.NETWORK), image_id=image_id)
+            return 0
+        return len(network.attrs.get("Containers") or {})
 
     def gateway_endpoint(self) -> str | None:
         """The gateway's API on 127.0.0.1 (for the CLI), when its container runs."""
@@ -191,13 +244,16 @@ class DockerBackend:
     # -- execute ----------------------------------------------------------------
 
     def execute(self, operation: Operation) -> None:
-        """Carry out one operation with one Docker API call (plus the config copy on create)."""
+        """Carry out one operation with one Docker API call (plus the config copy on create,
+        and the wait for a network container's rules on start)."""
         import docker.errors
 
         client = self.client
         desired = operation.container
         if operation.action == Action.create_network:
             self._create_network(operation.name)
+        elif operation.action == Action.remove_network:
+            self._remove_network(operation.name)
         elif operation.action == Action.create_volume:
             assert desired is not None, "CreateVolume carries the desired container (for its labels)"
             owner = (names.LABEL_AGENT, names.LABEL_NAMESPACE, names.LABEL_COMPONENT, names.LABEL_MANAGED_BY)
@@ -206,7 +262,9 @@ class DockerBackend:
         elif operation.action == Action.create_container:
             assert desired is not None, "CreateContainer carries the desired container"
             if isinstance(desired, DesiredGateway):
-                self._create_gateway(desired)
+                self._create_system(desired)
+            elif isinstance(desired, DesiredNetContainer):
+                self._create_net(desired)
             else:
                 self._create(desired)
         elif operation.action == Action.start_container:
@@ -217,30 +275,69 @@ class DockerBackend:
                 if not _is_port_conflict(exc):
                     raise
                 container.remove(force=True)
-                raise PortTaken(desired.port if isinstance(desired, DesiredContainer) else 0) from None
+                port = desired.port if isinstance(desired, DesiredContainer | DesiredNetContainer) else 0
+                raise PortTaken(port) from None
+            if isinstance(desired, DesiredNetContainer):
+                self._wait_for_rules(container)
+        elif operation.action == Action.reload_container:
+            try:
+                client.containers.get(operation.name).kill(signal="SIGHUP")
+            except docker.errors.APIError:  # not running: it reads the config when it starts
+                pass
         elif operation.action == Action.remove_container:
             try:
                 client.containers.get(operation.id or operation.name).remove(force=True)
             except docker.errors.NotFound:
                 pass
+        elif operation.action == Action.deliver_config:
+            assert isinstance(desired, DesiredContainer), "DeliverConfig carries the desired container"
+            self._deliver_config(operation.name, desired)
         elif operation.action == Action.remove_volume:
             try:
                 client.volumes.get(operation.name).remove(force=True)
             except docker.errors.NotFound:
                 pass
 
+    @staticmethod
+    def _wait_for_rules(container: Any) -> None:
+        """The agent may join only once the firewall is in force (fail closed)."""
+        deadline = time.monotonic() + RULES_TIMEOUT
+        while time.monotonic() < deadline:
+            if RULES_LOADED.encode() in container.logs(stdout=True, stderr=True):
+                return
+            container.reload()
+            if container.status in ("exited", "dead"):
+                break
+            time.sleep(0.05)
+        output = container.logs(tail=20).decode(errors="replace").strip()
+        container.remove(force=True)
+        raise DenError(f"network container {container.name} did not load its firewall rules: {output or 'no output'}")
+
     def _create_network(self, name: str) -> None:
-        """Create the network once. Docker 20.10 does not make ``check_duplicate`` atomic, so two
+        """Create Den's network once, on a subnet of its own (so addresses can be fixed and
+        pools do not run out). Docker 20.10 does not make ``check_duplicate`` atomic, so two
         workers creating it at once make two networks of one name (and every container start
         then fails as "ambiguous"): creation is serialised in this process, and duplicates made
         by another process are removed, keeping the oldest."""
+        import os
+
         import docker.errors
+        import docker.types
 
         with _NETWORK_LOCK:
             if not self._network_exists(name):
+                taken = host_routes()
+                for network in self.client.networks.list():
+                    for config in (network.attrs.get("IPAM") or {}).get("Config") or []:
+                        if config.get("Subnet"):
+                            taken.append(config["Subnet"])
+                layout = Layout(choose_subnet(taken, os.environ.get("DEN_SUBNET")))
+                ipam = docker.types.IPAMConfig(pool_configs=[docker.types.IPAMPool(
+                    subnet=layout.subnet, gateway=layout.host, iprange=layout.dynamic_range)])
                 try:
-                    self.client.networks.create(name, driver="bridge", check_duplicate=True,
-                                                labels={names.LABEL_MANAGED_BY: names.MANAGED_BY})
+                    self.client.networks.create(name, driver="bridge", check_duplicate=True, ipam=ipam,
+                                                labels={names.LABEL_MANAGED_BY: names.MANAGED_BY,
+                                                        names.LABEL_SUBNET: layout.subnet})
                 except docker.errors.APIError as exc:  # another process made it first
                     if exc.status_code != 409:
                         raise
@@ -251,20 +348,73 @@ class DockerBackend:
                 except docker.errors.APIError:  # in use: the oldest is the one to remove then
                     pass
 
+    def _remove_network(self, name: str) -> None:
+        """Remove a network of Den's name, disconnecting whatever is still attached."""
+        import docker.errors
+
+        with _NETWORK_LOCK:
+            for network in [n for n in self.client.networks.list(names=[name]) if n.name == name]:
+                network.reload()
+                for container_id in network.attrs.get("Containers") or {}:
+                    try:
+                        network.disconnect(container_id, force=True)
+                    except docker.errors.APIError:
+                        pass
+                try:
+                    network.remove()
+                except docker.errors.NotFound:
+                    pass
+
+    def _endpoint(self, network: str, address: str | None) -> dict:
+        return {network: self.client.api.create_endpoint_config(ipv4_address=address)} if address else {}
+
+    def _create_net(self, desired: DesiredNetContainer) -> None:
+        """The network container: NET_ADMIN only long enough to load the rules (it drops every
+        capability with setpriv before it sleeps); the port is published here."""
+        self.client.containers.create(
+            image=desired.image,
+            entrypoint=netns_command(desired.ruleset),  # no init: after exec, PID 1 is the unprivileged sleep
+            command=[],
+            name=desired.name,
+            labels=desired.labels,
+            detach=True,
+            ports={f"{CONTAINER_PORT}/tcp": ("127.0.0.1", desired.port)},
+            environment={"DEN_NFT_RULES": desired.ruleset},
+            cap_drop=["ALL"],
+            cap_add=["NET_ADMIN", "SETUID", "SETGID", "SETPCAP"],
+            security_opt=["no-new-privileges"],
+            read_only=True,
+            mem_limit="32m",
+            pids_limit=16,
+            restart_policy={"Name": "unless-stopped"},
+            extra_hosts=desired.hosts,
+            hostname=desired.labels.get(names.LABEL_AGENT) or desired.name,
+            network=desired.network,
+            networking_config=self._endpoint(desired.network, desired.address),
+        )
+
     def _create(self, desired: DesiredContainer) -> None:
+        joined = desired.docker_network.startswith("container:")
+        # In its network container's namespace, the agent has no ports, hosts or hostname of
+        # its own (Docker refuses them): those belong to the network container.
+        placement: dict[str, Any] = {"network_mode": desired.docker_network} if joined else {
+            "ports": {f"{CONTAINER_PORT}/tcp": ("127.0.0.1", desired.port)},
+            "extra_hosts": {"host.docker.internal": "host-gateway"},
+            "hostname": desired.hostname or desired.name,
+            "network": desired.docker_network,
+        }
         container = self.client.containers.create(
             image=desired.image,
             name=desired.name,
             labels=desired.labels,
             detach=True,
-            ports={f"{CONTAINER_PORT}/tcp": ("127.0.0.1", desired.port)},
+            **placement,
             volumes={desired.volume: {"bind": HOME_DIR, "mode": "rw"}},
             nano_cpus=int(desired.cpu * 1_000_000_000),
             mem_limit=f"{desired.memory_mb}m",
             memswap_limit=f"{desired.memory_mb}m",
             pids_limit=512,
             restart_policy={"Name": "unless-stopped"},
-            extra_hosts={"host.docker.internal": "host-gateway"},
             cap_drop=["ALL"],
             security_opt=["no-new-privileges"],
             read_only=True,
@@ -274,9 +424,8 @@ class DockerBackend:
                 "DEN_ENV_FILE": ENV_FILE,
                 "DEN_PORT": str(CONTAINER_PORT),
                 "HOME": HOME_DIR,
+                **desired.environment,
             },
-            hostname=desired.hostname or desired.name,
-            network=desired.docker_network,
         )
         files = {
             CONFIG_FILE: (json.dumps(desired.manifest, indent=2).encode(), 0o644),
@@ -284,18 +433,34 @@ class DockerBackend:
         }
         container.put_archive(HOME_DIR, _tar(files))
 
-    def _create_gateway(self, desired: DesiredGateway) -> None:
+    def _deliver_config(self, name: str, desired: DesiredContainer) -> None:
+        """Copy the manifest into the running container (the agent reloads its cron entries)."""
+        manifest = json.dumps(desired.manifest, indent=2).encode()
+        self.client.containers.get(name).put_archive(HOME_DIR, _tar({CONFIG_FILE: (manifest, 0o644)}))
+
+    def _create_system(self, desired: DesiredGateway) -> None:
+        """The model gateway or the egress proxy: unprivileged, read-only, a fixed address."""
+        volumes = {desired.config_dir: {"bind": names.GATEWAY_CONFIG_MOUNT, "mode": "ro"}}
+        environment = {"HOME": "/tmp"}
+        ports: dict[str, Any] = {}
+        if desired.labels.get(names.LABEL_COMPONENT) == "gateway":
+            volumes[desired.volume] = {"bind": names.GATEWAY_DATA_MOUNT, "mode": "rw"}
+            environment |= {"DEN_GATEWAY_CONFIG_DIR": names.GATEWAY_CONFIG_MOUNT,
+                            "DEN_GATEWAY_DATA": names.GATEWAY_DATA_MOUNT,
+                            "DEN_GATEWAY_PORT": str(desired.port)}
+            ports = {f"{desired.port}/tcp": ("127.0.0.1", None)}  # for the CLI only; agents use the network
+        else:
+            volumes = {desired.config_dir: {"bind": names.EGRESS_CONFIG_MOUNT, "mode": "ro"}}
+            if desired.log_dir:
+                volumes[desired.log_dir] = {"bind": names.EGRESS_LOG_MOUNT, "mode": "rw"}
         self.client.containers.create(
             image=desired.image,
             name=desired.name,
             labels=desired.labels,
             detach=True,
             user=desired.user,
-            ports={f"{desired.port}/tcp": ("127.0.0.1", None)},  # for the CLI only; agents use the network
-            volumes={
-                desired.config_dir: {"bind": names.GATEWAY_CONFIG_MOUNT, "mode": "ro"},
-                desired.volume: {"bind": names.GATEWAY_DATA_MOUNT, "mode": "rw"},
-            },
+            ports=ports,
+            volumes=volumes,
             mem_limit="1g",
             pids_limit=256,
             restart_policy={"Name": "unless-stopped"},
@@ -304,14 +469,10 @@ class DockerBackend:
             security_opt=["no-new-privileges"],
             read_only=True,
             tmpfs={"/tmp": "rw,size=64m"},
-            environment={
-                "DEN_GATEWAY_CONFIG_DIR": names.GATEWAY_CONFIG_MOUNT,
-                "DEN_GATEWAY_DATA": names.GATEWAY_DATA_MOUNT,
-                "DEN_GATEWAY_PORT": str(desired.port),
-                "HOME": "/tmp",
-            },
+            environment=environment,
             hostname=desired.name,
             network=desired.network,
+            networking_config=self._endpoint(desired.network, desired.address),
         )
 
     # -- facts for the CLI --------------------------------------------------------
@@ -341,6 +502,15 @@ class DockerBackend:
             return None
         attrs = container.attrs
         host = attrs.get("HostConfig", {})
+        ports = host.get("PortBindings")
+        if not ports and str(host.get("NetworkMode", "")).startswith("container:"):
+            import docker.errors
+
+            try:  # published by its network container
+                holder = self.client.containers.get(names.net_container_name(agent.name, agent.namespace))
+                ports = holder.attrs.get("HostConfig", {}).get("PortBindings")
+            except docker.errors.NotFound:
+                ports = None
         return ContainerFacts(
             id=container.short_id,
             name=container.name,
@@ -350,7 +520,7 @@ class DockerBackend:
             restart_count=int(attrs.get("RestartCount") or 0),
             nano_cpus=host.get("NanoCpus"),
             memory_bytes=host.get("Memory"),
-            ports=host.get("PortBindings"),
+            ports=ports,
             read_only_rootfs=host.get("ReadonlyRootfs"),
             cap_drop=host.get("CapDrop"),
         )

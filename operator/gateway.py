@@ -22,7 +22,13 @@ from pathlib import Path
 from den.api.contract import provider_key_name
 from den.api.resource import Agent, Usage
 from den.operator import names
-from den.operator.plan import DesiredGateway, ObservedGateway, gateway_hash, make_gateway_plan
+from den.operator.plan import (
+    DesiredGateway,
+    ObservedGateway,
+    gateway_hash,
+    make_gateway_plan,
+    remove_plan,
+)
 from den.operator.reconcile import Result, TerminalError
 from den.operator.secrets import (
     LocalCredentials,
@@ -112,13 +118,14 @@ def write_config(agents: Iterable[Agent], credentials: LocalCredentials) -> bool
 def desired_gateway(observed: ObservedGateway) -> DesiredGateway:
     user, _ = container_user()
     labels = {names.LABEL_COMPONENT: "gateway", names.LABEL_MANAGED_BY: names.MANAGED_BY}
+    address = observed.layout.gateway if observed.layout else None
     settings = {"port": names.GATEWAY_PORT, "user": user, "config": str(names.gateway_dir()),
-                "network": names.NETWORK, "volume": names.GATEWAY_VOLUME}
+                "network": names.NETWORK, "volume": names.GATEWAY_VOLUME, "address": address}
     digest = gateway_hash(observed.image_id, settings)
     return DesiredGateway(
         name=names.GATEWAY, image=names.GATEWAY_IMAGE, volume=names.GATEWAY_VOLUME, network=names.NETWORK,
         port=names.GATEWAY_PORT, config_dir=str(names.gateway_dir()), user=user,
-        labels={**labels, names.LABEL_CONFIG_HASH: digest}, config_hash=digest,
+        labels={**labels, names.LABEL_CONFIG_HASH: digest}, config_hash=digest, address=address,
     )
 
 
@@ -151,17 +158,22 @@ class GatewayReconciler:
         if write_config(agents, self.credentials):
             log.info("gateway config written (%d agents)", len(agents))
         observed = self.backend.observe_gateway()
-        if not agents and not observed.containers:
-            return Result()  # nothing to serve yet: the first agent brings the gateway up
-        plan = make_gateway_plan(observed, desired_gateway(observed))
+        if not agents:  # nothing to serve: the first agent brings it up, the last takes it away
+            plan = remove_plan(observed, "no agent needs it")
+        else:
+            plan = make_gateway_plan(observed, desired_gateway(observed))
         if plan.stalled:
             raise TerminalError(*plan.stalled)
         for operation in plan.operations:
             self.backend.execute(operation)
             self.store.record_event(KEY, operation.action.value, f"{operation.target} ({operation.reason})")
             log.info("gateway %s", operation)
+        if plan.incomplete:
+            return Result(requeue_after=0.0)
         if plan.operations:
             return Result(requeue_after=0.5)
+        if not agents:
+            return Result()
         self._copy_usage(agents)
         return Result(requeue_after=USAGE_POLL)
 

@@ -5,12 +5,15 @@ planner (:func:`~den.operator.plan.make_plan`). What the operations mean here:
 
 ==================  =====================================================================
 CreateNetwork       nothing: the agent's NetworkPolicy is written with its other objects
+                    (observe sets ``policy_in_backend``: no Docker network, no network
+                    container is planned; RemoveNetwork and ReloadContainer are nothing too)
 CreateVolume        the PVC ``home-<sts>-0``, which the StatefulSet adopts by name
 CreateContainer     apply Secret, Service, NetworkPolicy, StatefulSet (1 replica)
 StartContainer      apply them again (heals a deleted Service, Secret or policy; replicas 1)
 RemoveContainer     delete the StatefulSet (its pod goes; the PVC stays): stop, duplicates;
                     for a diverged config nothing: the CreateContainer after it rolls the pod
 RemoveVolume        delete the PVC and the agent's Secret, Service and NetworkPolicy (destroy)
+DeliverConfig       re-apply the agent's Secret (its manifest)
 ==================  =====================================================================
 
 Observe is one snapshot by name and labels: the StatefulSet is the agent's
@@ -78,9 +81,10 @@ class KubernetesBackend:
         volume_exists = bool(pvc) and not pvc["metadata"].get("deletionTimestamp")
         image = agent.spec.runtime.base  # the kubelet pulls it; Den cannot see node images
         if sts is None:
-            return Observed(volume_exists=volume_exists, image_id=image)
+            return Observed(volume_exists=volume_exists, image_id=image, policy_in_backend=True)
         if not _ours(sts, agent.name, ns):
-            return Observed(volume_exists=volume_exists, image_id=image, foreign_container=True)
+            return Observed(volume_exists=volume_exists, image_id=image, foreign_container=True,
+                            policy_in_backend=True)
         missing = [kind for kind, path in (
             ("Service", f"{core(ns, 'services')}/{sts_name}"),
             ("Secret", f"{core(ns, 'secrets')}/{sts_name}-env"),
@@ -100,7 +104,8 @@ class KubernetesBackend:
             started_at=sts["metadata"].get("creationTimestamp"),
             restart_count=self._restarts(agent),
         )
-        return Observed(containers=(container,), volume_exists=volume_exists, image_id=image)
+        return Observed(containers=(container,), volume_exists=volume_exists, image_id=image,
+                        policy_in_backend=True)
 
     def _restarts(self, agent: Agent) -> int:
         pods = self.kube.list(core(agent.namespace, "pods"), render.selector(agent.name, agent.namespace))
@@ -111,8 +116,16 @@ class KubernetesBackend:
 
     def execute(self, operation: Operation) -> None:
         desired = operation.container
-        if operation.action == Action.create_network:
-            return  # the NetworkPolicy is one of the agent's objects
+        if operation.action in (Action.create_network, Action.remove_network, Action.reload_container):
+            return  # Docker's network and proxy: a NetworkPolicy is one of the agent's objects here
+        if operation.action == Action.deliver_config:
+            # The manifest is in the agent's Secret, re-applied with its other objects; the
+            # kubelet refreshes a mounted Secret within a minute (cron is read from it).
+            desired = operation.container
+            if isinstance(desired, DesiredContainer):
+                agent = Agent.model_validate(desired.manifest)
+                self.kube.apply(core(agent.namespace, "secrets"), render.secret(desired, agent))
+            return
         if operation.action == Action.remove_container:
             if operation.reason == "config diverged":
                 return  # the CreateContainer that follows patches the pod template: the pod rolls

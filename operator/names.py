@@ -16,6 +16,13 @@ LABEL_SOURCE = "den.dev/source"
 ANNOTATION_SOURCE_PATH = "den.dev/source-path"
 
 LABEL_COMPONENT = "den.dev/component"
+#: On an agent's network container: its address, its policy and its allowlist (the proxy's input).
+LABEL_ADDRESS = "den.dev/address"
+LABEL_POLICY = "den.dev/network-policy"
+LABEL_ALLOW = "den.dev/allow"
+#: On Den's network: the subnet Den chose for it.
+LABEL_SUBNET = "den.dev/subnet"
+COMPONENT_NET = "net"
 
 FINALIZER = "den.dev/cleanup"
 FINALIZER_DESTROY = "den.dev/destroy-volume"
@@ -54,6 +61,11 @@ def volume_name(agent: str, namespace: str = "default") -> str:
     return f"{container_name(agent, namespace)}-home"
 
 
+def net_container_name(agent: str, namespace: str = "default") -> str:
+    """The agent's network container: owns its namespace, address, port and firewall."""
+    return f"{container_name(agent, namespace)}-net"
+
+
 # The model gateway: one per installation, a system component the operator reconciles.
 GATEWAY = "den-gateway"  # container name and DNS name on the agents' network
 GATEWAY_IMAGE = "den-gateway:latest"
@@ -63,6 +75,17 @@ GATEWAY_CONFIG_MOUNT = "/etc/den-gateway"
 GATEWAY_DATA_MOUNT = "/data"
 #: The user-defined Docker network agents and the gateway share.
 NETWORK = "den"
+# The egress proxy: one per installation; its image also runs the agents' network containers.
+EGRESS = "den-egress"
+EGRESS_IMAGE = "den-egress:latest"
+EGRESS_PORT = 3128
+EGRESS_CONFIG_MOUNT = "/etc/den-egress"
+EGRESS_LOG_MOUNT = "/var/log/den-egress"
+
+
+def egress_dir() -> Path:
+    """Host folder with the proxy's generated squid.conf (mounted read-only) and log/."""
+    return den_home() / "egress"
 
 
 def gateway_dir() -> Path:

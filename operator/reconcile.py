@@ -22,10 +22,22 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from den.api.errors import DenError
-from den.api.resource import Agent, AgentStatus, Backoff, Condition, now
+from den.api.netpolicy import reaches
+from den.api.resource import Agent, AgentStatus, Backoff, Condition, NetworkStatus, now
 from den.operator import names
 from den.operator.backend import Backend, PortTaken
-from den.operator.plan import AgentSecrets, Plan, choose_port, desired_container, make_plan
+from den.operator.cron import CronReport, cron_status
+from den.operator.network import choose_address
+from den.operator.plan import (
+    AgentSecrets,
+    DesiredContainer,
+    Observed,
+    Plan,
+    choose_port,
+    desired_container,
+    make_config_plan,
+    make_plan,
+)
 from den.operator.secrets import MissingVariable
 from den.operator.store import Store
 
@@ -74,11 +86,25 @@ def set_condition(status: AgentStatus, previous: AgentStatus | None, type_: str,
     )
 
 
+def network_status(agent: Agent, address: str | None) -> NetworkStatus:
+    """The effective policy as status shows it; the egress counts carry over (the egress
+    reconciler adds to them from the proxy's log)."""
+    previous = agent.status.network if agent.status and agent.status.network else None
+    policy = str(agent.spec.runtime.network)
+    return NetworkStatus(policy=policy, reaches=reaches(policy), address=address or (previous.address if previous else None),
+                         allow=list(agent.spec.runtime.allow),
+                         allowed=previous.allowed if previous else 0, refused=previous.refused if previous else 0,
+                         lastRefused=previous.lastRefused if previous else None)
+
+
 class Reconciler:
     def __init__(self, store: Store, backend: Backend, *, credentials: Credentials,
-                 readiness: Readiness, endpoint: Callable[[Agent, int], str] | None = None,
-                 gateway_url: str | None = None) -> None:
+                 readiness: Readiness, cron_report: CronReport | None = None,
+                 endpoint: Callable[[Agent, int], str] | None = None, gateway_url: str | None = None) -> None:
         self.store = store
+        #: ``(endpoint, token) -> GET /den/v1/cron`` of a ready agent (the controller passes
+        #: :func:`den.operator.cron.fetch_cron`); None: status.cron is not reported.
+        self.cron_report = cron_report
         # Where clients reach an agent and where it reaches the gateway: 127.0.0.1 and the den
         # network locally; a Service and the gateway's Service on Kubernetes.
         self.endpoint = endpoint or (lambda agent, port: f"http://127.0.0.1:{port}")
@@ -89,6 +115,7 @@ class Reconciler:
         # Ports other workers are giving out right now: not yet in any snapshot. Only in-flight
         # claims live here; what exists is always observed.
         self._claims: dict[int, Key] = {}
+        self._address_claims: dict[str, Key] = {}
         self._claims_lock = threading.Lock()
 
     def _claim(self, key: Key, agent: Agent, observed, avoid: set[int]) -> int:
@@ -98,10 +125,26 @@ class Reconciler:
             self._claims[port] = key
             return port
 
-    def _release(self, port: int, key: Key) -> None:
+    def _claim_address(self, key: Key, agent: Agent, observed: Observed) -> str | None:
+        """The agent's address on Den's network: the one its network container has, else the
+        one its status recorded, else the lowest free (other workers' in-flight claims too)."""
+        if observed.layout is None:
+            return None
+        with self._claims_lock:
+            others = {a for a, owner in self._address_claims.items() if owner != key}
+            current = next((c.labels.get(names.LABEL_ADDRESS) for c in observed.net_containers
+                            if c.labels.get(names.LABEL_ADDRESS)), None)
+            recorded = agent.status.network.address if agent.status and agent.status.network else None
+            address = choose_address(observed.layout, observed.used_addresses | others, current or recorded)
+            self._address_claims[address] = key
+            return address
+
+    def _release(self, port: int, key: Key, address: str | None = None) -> None:
         with self._claims_lock:
             if self._claims.get(port) == key:
                 del self._claims[port]
+            if address and self._address_claims.get(address) == key:
+                del self._address_claims[address]
 
     def _event(self, agent: Agent, reason: str, message: str, type_: str = "Normal") -> None:
         log.info("%s %s: %s", agent.key, reason, message)
@@ -132,8 +175,9 @@ class Reconciler:
         for _attempt in range(PORT_ATTEMPTS):
             observed = self.backend.observe(agent)
             port = self._claim(key, agent, observed, avoid)
+            address = self._claim_address(key, agent, observed) if running else None
             try:
-                desired = desired_container(agent, observed, port, secrets)
+                desired = desired_container(agent, observed, port, secrets, address)
                 plan = make_plan(agent, observed, desired, destroy=destroy)
                 if plan.stalled:
                     raise TerminalError(*plan.stalled)
@@ -143,14 +187,30 @@ class Reconciler:
                 avoid.add(exc.port)
                 self._event(agent, "PortTaken", f"{exc}; trying the next port", "Warning")
             finally:
-                self._release(port, key)
+                self._release(port, key, address)
         else:
             raise DenError(f"no free port for {agent.key} after {PORT_ATTEMPTS} tries: {sorted(avoid)} are taken")
         if deleting:
             # Finalizers go only once a pass observes nothing left: the next pass, at once.
             return Result(requeue_after=0.0) if plan.operations else self._finish_delete(agent, destroy)
+        if plan.incomplete:  # Den's network was just made: plan the rest against it, at once
+            return Result(requeue_after=0.0)
         restarts = max((c.restart_count for c in observed.containers), default=0)
-        return self._report(agent, desired.port, restarts)
+        cron, delivered = self._sync_cron(agent, desired)
+        result = self._report(agent, desired.port, restarts, address, cron)
+        return Result(requeue_after=1.0) if delivered and result.requeue_after is None else result
+
+    def _sync_cron(self, agent: Agent, desired: DesiredContainer) -> tuple[tuple | None, bool]:
+        """Read the ready agent's cron report; deliver the manifest when its cron section changed."""
+        endpoint = self.endpoint(agent, desired.port)
+        if agent.spec.desiredState != "running" or self.cron_report is None or not self._ready(agent, endpoint):
+            return None, False
+        report = self.cron_report(endpoint, desired.secrets.token)
+        if report is None:
+            return None, False
+        plan = make_config_plan(agent, desired, report.get("digest"))
+        self._execute(agent, plan)
+        return cron_status(report), bool(plan)
 
     def _execute(self, agent: Agent, plan: Plan) -> None:
         for operation in plan.operations:
@@ -174,7 +234,9 @@ class Reconciler:
                            port=port if port is not None else (previous.port if previous else None),
                            gateway=self.gateway_url,
                            usage=previous.usage if previous else None,
-                           cron=list(previous.cron) if previous else [])
+                           network=previous.network if previous else None,
+                           cron=list(previous.cron) if previous else [],
+                           nextRun=previous.nextRun if previous else None)
 
     def _write_status(self, agent: Agent, status: AgentStatus) -> None:
         previous = agent.status
@@ -194,9 +256,13 @@ class Reconciler:
         self._write_status(agent, status)
         return Result()  # credentials changes and the resync bring it back
 
-    def _report(self, agent: Agent, port: int, restarts: int = 0) -> Result:
+    def _report(self, agent: Agent, port: int, restarts: int = 0, address: str | None = None,
+                cron: tuple | None = None) -> Result:
         previous, generation = agent.status, agent.metadata.generation
         status = self._new_status(agent, port)
+        status.network = network_status(agent, address)
+        if cron is not None:
+            status.cron, status.nextRun = cron
         requeue: float | None = None
         if agent.spec.desiredState == "stopped":
             status.phase = "Stopped"

@@ -34,7 +34,8 @@ def main() -> int:
                           "host": settings.host, "port": settings.port,
                           "env_file_variables": len(env)}},
     )
-    app = create_app(agent, env=os.environ, secrets=env.values(), home=settings.home_dir)
+    app = create_app(agent, env=os.environ, secrets=env.values(), home=settings.home_dir,
+                     config_path=settings.config)
     uvicorn.run(app, host=settings.host, port=settings.port, access_log=False, log_config=None,
                 log_level=settings.log_level, proxy_headers=False, server_header=False)
     return 0

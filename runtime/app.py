@@ -19,21 +19,23 @@ from den.api.resource import Agent
 from den.runtime.auth import BearerTokenMiddleware
 from den.runtime.logging import RequestContextMiddleware
 from den.runtime.openai_types import error_response
-from den.runtime.routes import den, health, openai
+from den.runtime.routes import cron, den, health, openai
 from den.runtime.state import RuntimeState
 
 log = logging.getLogger("den.runtime")
 
 
 def create_app(agent: Agent, *, env: Mapping[str, str] | None = None,
-               secrets: Iterable[str] = (), home: Path | None = None) -> FastAPI:
+               secrets: Iterable[str] = (), home: Path | None = None,
+               config_path: Path | None = None) -> FastAPI:
     """The API of ``agent``.
 
     ``env`` holds the agent's private variables (its API token, the model
     gateway's URL and its gateway token); by default the process environment. ``secrets``
     are values redacted from every log line and error body (``__main__``
     passes the env file's values). ``home`` is the agent's volume: with it,
-    conversations persist across restarts (``__main__`` passes ``/den``).
+    conversations persist across restarts (``__main__`` passes ``/den``). ``config_path`` is
+    the manifest the operator delivers: the cron scheduler reloads its entries when it changes.
     Every route but the probes needs ``env[DEN_API_TOKEN]`` as a bearer token;
     without one configured the agent answers 503 (fail closed).
     """
@@ -46,6 +48,7 @@ def create_app(agent: Agent, *, env: Mapping[str, str] | None = None,
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await state.start_cron(config_path)
         state.ready = True
         model = agent.spec.model
         log.info("ready", extra={"fields": {"model": f"{model.provider}/{model.name}",
@@ -54,6 +57,7 @@ def create_app(agent: Agent, *, env: Mapping[str, str] | None = None,
         try:
             yield
         finally:
+            await state.cron.stop()
             await state.agent_loop.model.close()
 
     app = FastAPI(title=f"Den agent {agent.name}", version=__version__, lifespan=lifespan)
@@ -62,7 +66,7 @@ def create_app(agent: Agent, *, env: Mapping[str, str] | None = None,
     app.add_middleware(RequestContextMiddleware)
     app.add_exception_handler(RequestValidationError, _invalid_request)
     app.add_exception_handler(StarletteHTTPException, _http_error)
-    for module in (health, openai, den):
+    for module in (health, openai, den, cron):
         app.include_router(module.router)
     return app
 

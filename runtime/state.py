@@ -38,6 +38,10 @@ class RuntimeState:
     cost_usd: float = 0.0
     refused_for_budget: int = 0
     check_counts: dict[str, int] = field(default_factory=dict)
+    cron: Any = None
+    scheduler: Any = None
+    config_path: Path | None = None
+    _config_seen: tuple[int, int] | None = None
 
     def attach_agent_loop(self, home: Path | None) -> None:
         """The agent loop this API answers with; sessions persist under ``home`` when given."""
@@ -48,6 +52,7 @@ class RuntimeState:
         from den.runtime.agent.loops import LoopRunner, RunStore
         from den.runtime.agent.model import ModelClient
         from den.runtime.agent.sessions import Sessions
+        from den.runtime.cron import CronRunner, CronStore
         from den.runtime.memos import SqliteMemos
         from den.runtime.scheduler import TaskScheduler
         from den.runtime.tools.base import NetworkPolicy, ToolContext
@@ -60,10 +65,14 @@ class RuntimeState:
             self.sessions = Sessions(home / ".den" / "sessions.db")
         self.home = home
         self.memory = SqliteMemos(home / ".den" / "memory.db")
+        self.scheduler = TaskScheduler(home / ".den" / "schedule.db", max_tasks=spec.runtime.max_tasks,
+                                       min_interval=spec.runtime.task_min_interval,
+                                       reserved=lambda: {c.name for c in self.agent.spec.cron})
+        self.scheduler.changed = self.reload_cron
         context = ToolContext(
             agent=self.agent.name, home=home,
             network=NetworkPolicy(str(spec.runtime.network), list(spec.runtime.allow)),
-            memory=self.memory, scheduler=TaskScheduler(home / ".den" / "schedule.db"),
+            memory=self.memory, scheduler=self.scheduler,
             settings={"search_provider": self.env.get("DEN_SEARCH_PROVIDER", "searxng"),
                       "search_url": self.env.get("DEN_SEARCH_URL", ""),
                       "search_key": self.env.get("DEN_SEARCH_KEY", "")},
@@ -74,6 +83,79 @@ class RuntimeState:
         self.agent_loop = AgentLoop(spec, model, self.interceptor, memory=self.memory, checks=checks)
         self.check_counts = checks.counts
         self.runs = LoopRunner(spec, self.agent_loop, RunStore(home / ".den" / "runs.db"))
+        self.cron = CronRunner(CronStore(home / ".den" / "cron.db"), self.run_cron, memos=self.memory,
+                               classify=_classify_cron_failure)
+
+    # -- cron -----------------------------------------------------------------------
+
+    async def cron_entries(self) -> list[Any]:
+        import asyncio
+
+        from den.runtime.cron import entries_for
+
+        tasks = await asyncio.to_thread(self.scheduler.list)
+        return entries_for(self.agent.spec.cron, tasks)
+
+    async def start_cron(self, config_path: Path | None = None) -> None:
+        """Start the scheduler; with ``config_path`` (the manifest the operator delivers), a new
+        manifest is noticed within a second and its cron entries replace the running ones."""
+        self.config_path = config_path
+        if config_path is not None:
+            self._config_seen = _stat(config_path)
+            self.cron.watch(self.check_config)
+        await self.cron.start(await self.cron_entries())
+
+    async def reload_cron(self) -> None:
+        await self.cron.set_entries(await self.cron_entries())
+
+    async def check_config(self) -> None:
+        """Reload the cron entries when the operator delivered a new manifest."""
+        import asyncio
+        import logging
+
+        from den.runtime.settings import ConfigError, read_agent
+
+        assert self.config_path is not None
+        seen = _stat(self.config_path)
+        if seen is None or seen == self._config_seen:
+            return
+        self._config_seen = seen
+        try:
+            agent = await asyncio.to_thread(read_agent, self.config_path)
+        except ConfigError as exc:
+            logging.getLogger("den.runtime").warning("delivered manifest ignored", extra={"fields": {"error": str(exc)}})
+            return
+        if (agent.name, agent.namespace) != (self.agent.name, self.agent.namespace):
+            return
+        self.agent = agent
+        await self.reload_cron()
+        logging.getLogger("den.runtime").info(
+            "cron reloaded", extra={"fields": {"generation": agent.metadata.generation,
+                                               "entries": [c.name for c in agent.spec.cron]}})
+
+    async def run_cron(self, entry: Any, session: str) -> Any:
+        """One cron run: the prompt through the agent loop (or the entry's loop or chain)."""
+        import asyncio
+
+        from den.runtime.cron import Outcome
+
+        if entry.loop or entry.chain:
+            run = await self.runs.start(entry.prompt, entry.loop, entry.chain)
+            self.prompt_tokens += run.prompt_tokens
+            self.completion_tokens += run.completion_tokens
+            self.cost_usd += run.cost_usd
+            failed = "" if run.status == "succeeded" else f"the {'/'.join(run.loops)} run ended {run.status}"
+            return Outcome(run.outcome, run.prompt_tokens, run.completion_tokens, run.cost_usd, failed)
+        messages = [{"role": "user", "content": entry.prompt}]
+        turn = await self.agent_loop.run(messages)
+        self.record_usage(turn.usage.as_openai())
+        self.cost_usd += turn.usage.cost_usd
+        if self.sessions is not None:
+            await asyncio.to_thread(self.sessions.save, session,
+                                    [*messages, {"role": "assistant", "content": turn.content}])
+        failed = "" if turn.stop_reason == "stop" else f"the agent stopped: {turn.stop_reason}"
+        return Outcome(turn.content, turn.usage.prompt_tokens, turn.usage.completion_tokens,
+                       turn.usage.cost_usd, failed)
 
     def record_usage(self, usage: Mapping[str, Any] | None) -> None:
         if not usage:
@@ -113,5 +195,27 @@ class RuntimeState:
             "sessions": self.sessions.count() if self.sessions is not None else 0,
             "tools": self.interceptor.stats() if self.interceptor is not None else {},
             "memory": {"memos": self.memory.count() if self.memory is not None else 0},
-            "cron": {"declared": [c.name for c in self.agent.spec.cron]},
+            "cron": {"declared": [c.name for c in self.agent.spec.cron],
+                     "tasks": [e.name for e in self.cron.entries() if e.origin == "agent"] if self.cron else []},
         }
+
+
+def _stat(path: Path) -> tuple[int, int] | None:
+    try:
+        info = path.stat()
+    except OSError:
+        return None
+    return (info.st_mtime_ns, info.st_size)
+
+
+def _classify_cron_failure(exc: BaseException) -> str | None:
+    from den.runtime.agent.loops import RunError
+    from den.runtime.agent.model import BudgetExceeded, ModelError
+
+    if isinstance(exc, BudgetExceeded):
+        return f"refused for budget: {exc}"
+    if isinstance(exc, ModelError):
+        return f"the model failed: {exc}"
+    if isinstance(exc, RunError):
+        return str(exc)
+    return None

@@ -59,6 +59,9 @@ class Run:
     pending_steps: list[str] = field(default_factory=list)
     started: float = field(default_factory=time.time)
     finished: float | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -86,6 +89,9 @@ class LoopRunner:
 
     async def _turn(self, run: Run, loop: LoopSpec, number: int, prompt: str) -> Iteration:
         turn = await self.agent_loop.run([{"role": "user", "content": prompt}], allowed_tools=list(loop.tools))
+        run.prompt_tokens += turn.usage.prompt_tokens
+        run.completion_tokens += turn.usage.completion_tokens
+        run.cost_usd += turn.usage.cost_usd
         iteration = Iteration(str(loop.type), number, prompt, turn.content, [s.tool for s in turn.steps])
         run.iterations.append(iteration)
         await self._save(run)

@@ -34,19 +34,12 @@ class NetworkPolicy:
     mode: str = "host"  # none | filtered | host
     allow: list[str] = field(default_factory=list)
 
-    def permits(self, host: str) -> bool:
-        host = host.lower().rstrip(".")
-        if self.mode == "host":
-            return True
-        if self.mode == "none":
-            return False
-        for pattern in self.allow:
-            if pattern.startswith("*."):
-                if host.endswith(pattern[1:]) and host != pattern[2:]:
-                    return True
-            elif host == pattern:
-                return True
-        return False
+    def permits(self, host: str, port: int | None = None) -> bool:
+        """The in-process check (a clear error before the network refuses): the same grammar
+        and matching as the egress proxy's configuration (:mod:`den.api.netpolicy`)."""
+        from den.api.netpolicy import parse_allow, permits
+
+        return permits(self.mode, parse_allow(self.allow), host, port)
 
 
 @dataclass

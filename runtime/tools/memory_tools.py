@@ -6,6 +6,7 @@ Memory and scheduler are SQLite on the agent's volume: each call runs in a worke
 from __future__ import annotations
 
 import asyncio
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -64,21 +65,45 @@ class MemoList(DenTool):
 
 class ScheduleArgs(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    name: str = Field(..., pattern=r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
-    schedule: str = Field(..., description="Cron expression, e.g. '0 9 * * 1-5'.")
-    prompt: str = Field(..., min_length=1, description="What to do at each run.")
+    action: Literal["create", "update", "delete", "list"] = Field(
+        "create", description="create or update a task (by name), delete one, or list yours.")
+    name: str | None = Field(None, pattern=r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$",
+                             description="The task's name (lowercase letters, digits and '-').")
+    schedule: str | None = Field(None, description="Cron expression, e.g. '0 9 * * 1-5' or '@daily'.")
+    prompt: str | None = Field(None, min_length=1, description="What to do at each run.")
+    timezone: str = Field("UTC", description="IANA time zone the schedule is read in.")
 
 
 class ScheduleTask(DenTool):
     name = "schedule_task"
-    description = ("Store a prompt for yourself with a cron schedule. Den does not run scheduled "
-                   "tasks yet: it will run once scheduling is available.")
+    description = ("Schedule a prompt for yourself with a cron expression: Den runs it on time in a session "
+                   "of its own and keeps its outcome as a memo. Actions: create, update, delete, list.")
     Arguments = ScheduleArgs
 
     async def run(self, args: ScheduleArgs, ctx: ToolContext) -> ToolResult:
-        try:
-            task = await asyncio.to_thread(ctx.scheduler.schedule, args.name, args.schedule, args.prompt)
-        except ValueError as exc:
-            return ToolResult.error(str(exc))
-        return ToolResult(True, f"stored task {args.name} (schedule {args.schedule}); Den does not run "
-                                "scheduled tasks yet: it will run once scheduling is available", task)
+        from den.runtime.scheduler import TaskError
+
+        scheduler = ctx.scheduler
+        if args.action == "list":
+            tasks = await asyncio.to_thread(scheduler.list)
+            text = "\n".join(f"{t['name']}: {t['schedule']} ({t['timezone']}): {t['prompt']}" for t in tasks)
+            return ToolResult(True, text or "you have no scheduled tasks", {"tasks": tasks})
+        if not args.name:
+            return ToolResult.error(f"action {args.action} needs the task's name")
+        if args.action == "delete":
+            if not await asyncio.to_thread(scheduler.delete, args.name):
+                return ToolResult.error(f"you have no task named {args.name!r}")
+            result = ToolResult(True, f"deleted task {args.name}", {"name": args.name})
+        else:
+            if not args.schedule or not args.prompt:
+                return ToolResult.error(f"action {args.action} needs name, schedule and prompt")
+            try:
+                task = await asyncio.to_thread(scheduler.schedule, args.name, args.schedule, args.prompt,
+                                               args.timezone)
+            except TaskError as exc:
+                return ToolResult.error(str(exc))
+            result = ToolResult(True, f"scheduled task {args.name} ({task['schedule']}, {task['timezone']}); "
+                                      "it runs on its own from now on", task)
+        if scheduler.changed is not None:
+            await scheduler.changed()
+        return result

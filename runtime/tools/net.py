@@ -19,33 +19,54 @@ class Refused(Exception):
     pass
 
 
+#: The egress proxy marks its refusals with this error page name (X-Squid-Error header).
+PROXY_REFUSAL = "ERR_DEN_BLOCKED"
+
+
 def check_url(url: str, ctx: ToolContext) -> None:
+    from den.api.netpolicy import refusal
+
     parsed = urlparse(url)
     if parsed.scheme not in ("http", "https") or not parsed.hostname:
         raise Refused(f"{url!r}: only http(s) URLs")
-    if not ctx.network.permits(parsed.hostname):
-        raise Refused(f"{parsed.hostname} is not allowed by the agent's network policy ({ctx.network.mode})")
+    port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    if not ctx.network.permits(parsed.hostname, port):
+        raise Refused(refusal(parsed.hostname))
 
 
 async def bounded_request(method: str, url: str, ctx: ToolContext, *, cap: int, timeout: float,
                           headers: dict[str, str] | None = None, body: str | None = None) -> tuple[int, dict, bytes, bool]:
-    """Status, headers, at most ``cap`` bytes of body, and whether it was cut."""
+    """Status, headers, at most ``cap`` bytes of body, and whether it was cut.
+
+    Requests go through the egress proxy when the agent has one (``HTTP(S)_PROXY``, which
+    httpx reads); a refusal by the proxy is reported with the same words as the in-process
+    check, so the model sees one error whichever layer refused."""
     import httpx
 
+    from den.api.netpolicy import refusal
+
     check_url(url, ctx)
-    async with (
-        httpx.AsyncClient(timeout=timeout, follow_redirects=False) as client,
-        client.stream(method, url, headers=headers, content=body) as response,
-    ):
-        data = bytearray()
-        truncated = False
-        async for chunk in response.aiter_bytes():
-            data.extend(chunk)
-            if len(data) > cap:
-                del data[cap:]
-                truncated = True
-                break
-        return response.status_code, dict(response.headers), bytes(data), truncated
+    host = urlparse(url).hostname or url
+    try:
+        async with (
+            httpx.AsyncClient(timeout=timeout, follow_redirects=False) as client,
+            client.stream(method, url, headers=headers, content=body) as response,
+        ):
+            if response.status_code == 403 and response.headers.get("x-squid-error", "").startswith(PROXY_REFUSAL):
+                raise Refused(refusal(host))
+            data = bytearray()
+            truncated = False
+            async for chunk in response.aiter_bytes():
+                data.extend(chunk)
+                if len(data) > cap:
+                    del data[cap:]
+                    truncated = True
+                    break
+            return response.status_code, dict(response.headers), bytes(data), truncated
+    except httpx.ProxyError as exc:  # a refused CONNECT (https) comes back as a proxy error
+        if "403" in str(exc):
+            raise Refused(refusal(host)) from None
+        raise
 
 
 class _Text(HTMLParser):

@@ -78,8 +78,9 @@ def serve_runtime() -> Iterator[Callable[..., str]]:
 
     with contextlib.ExitStack() as stack:
 
-        def start(agent, env: Mapping[str, str] | None = None, home=None) -> str:
-            return stack.enter_context(serve_app(create_app(agent, env={"DEN_API_TOKEN": TOKEN, **(env or {})}, home=home)))
+        def start(agent, env: Mapping[str, str] | None = None, home=None, config_path=None) -> str:
+            return stack.enter_context(serve_app(create_app(agent, env={"DEN_API_TOKEN": TOKEN, **(env or {})},
+                                                            home=home, config_path=config_path)))
 
         yield start
 

@@ -82,18 +82,36 @@ def call(ctx: ToolContext, name: str, args: dict):
     return asyncio.run(interceptor.call(name, args))
 
 
-def test_schedule_task_says_the_task_is_stored_and_not_yet_run(tmp_path: Path) -> None:
+def test_schedule_task_creates_updates_lists_and_deletes_within_its_bounds(tmp_path: Path) -> None:
     from den.runtime.scheduler import TaskScheduler
 
-    ctx = ToolContext(agent="t", home=tmp_path, scheduler=TaskScheduler(tmp_path / "schedule.db"))
+    scheduler = TaskScheduler(tmp_path / "schedule.db", max_tasks=2, min_interval=3600,
+                              reserved=lambda: {"briefing"})
+    ctx = ToolContext(agent="t", home=tmp_path, scheduler=scheduler)
     stored = call(ctx, "schedule_task", {"name": "daily", "schedule": "0 9 * * *", "prompt": "report"})
-    assert stored.ok and stored.content == (
-        "stored task daily (schedule 0 9 * * *); Den does not run scheduled tasks yet: "
-        "it will run once scheduling is available"
-    )
-    assert [task["name"] for task in ctx.scheduler.list()] == ["daily"]
-    refused = call(ctx, "schedule_task", {"name": "bad", "schedule": "every day", "prompt": "report"})
-    assert not refused.ok and "not a valid cron expression" in refused.content
+    assert stored.ok and stored.content.startswith("scheduled task daily (0 9 * * *, UTC)")
+    updated = call(ctx, "schedule_task", {"action": "update", "name": "daily", "schedule": "0 10 * * *",
+                                          "prompt": "report", "timezone": "Europe/Paris"})
+    assert updated.ok and [(t["name"], t["schedule"], t["timezone"], t["origin"]) for t in scheduler.list()] == [
+        ("daily", "0 10 * * *", "Europe/Paris", "agent")]
+    too_often = call(ctx, "schedule_task", {"name": "poll", "schedule": "*/5 * * * *", "prompt": "poll"})
+    assert not too_often.ok and "runs every 300 s at the shortest" in too_often.content
+    assert "runtime.task_min_interval" in too_often.content
+    taken = call(ctx, "schedule_task", {"name": "briefing", "schedule": "@daily", "prompt": "x"})
+    assert not taken.ok and "Agentfile's cron section" in taken.content
+    bad = call(ctx, "schedule_task", {"name": "bad", "schedule": "every day", "prompt": "report"})
+    assert not bad.ok and "not a valid cron expression" in bad.content
+    zone = call(ctx, "schedule_task", {"name": "bad", "schedule": "@daily", "prompt": "r", "timezone": "Mars/Base"})
+    assert not zone.ok and "not an IANA time zone" in zone.content
+    assert call(ctx, "schedule_task", {"name": "weekly", "schedule": "@weekly", "prompt": "w"}).ok
+    full = call(ctx, "schedule_task", {"name": "third", "schedule": "@daily", "prompt": "t"})
+    assert not full.ok and "you already have 2 tasks, the most allowed (runtime.max_tasks = 2)" in full.content
+    listed = call(ctx, "schedule_task", {"action": "list"})
+    assert listed.ok and [t["name"] for t in listed.data["tasks"]] == ["daily", "weekly"]
+    assert call(ctx, "schedule_task", {"action": "delete", "name": "weekly"}).ok
+    gone = call(ctx, "schedule_task", {"action": "delete", "name": "weekly"})
+    assert not gone.ok and "no task named 'weekly'" in gone.content
+    assert [t["name"] for t in scheduler.list()] == ["daily"]
 
 
 @pytest.mark.parametrize("path", ["../escape.txt", "/etc/passwd", "a/../../b", "link-out/secret", "dirlink/x.txt"])
@@ -166,9 +184,9 @@ def test_http_request_respects_size_and_time_caps_and_the_network_policy(tmp_pat
     assert not slow.ok and "Timeout" in slow.content
     page = call(ctx, "web_fetch", {"url": f"{site}/page"})
     assert "Body text" in page.content and "evil" not in page.content and "# Head" in page.content
-    assert "not allowed" in call(context(tmp_path, "none"), "http_request", {"url": site}).content
+    assert "blocked by network policy: 127.0.0.1" in call(context(tmp_path, "none"), "http_request", {"url": site}).content
     filtered = context(tmp_path, "filtered", ["example.com"])
-    assert "not allowed" in call(filtered, "web_fetch", {"url": site}).content
+    assert "blocked by network policy: 127.0.0.1" in call(filtered, "web_fetch", {"url": site}).content
 
 
 def test_a_loop_never_exceeds_max_iterations(scripted_model, serve_runtime) -> None:

@@ -76,11 +76,13 @@ def world(den, den_home: Path, tmp_path: Path, docker_client, runtime_image, scr
 
 
 def remove_gateway(docker_client) -> None:
-    """The model gateway, its ledger volume and the agents' network (made for this test)."""
+    """The model gateway, its ledger volume, the egress proxy and the agents' network (made for
+    this test)."""
     import docker.errors
 
-    for container in docker_client.containers.list(all=True, filters={"label": "den.dev/component=gateway"}):
-        container.remove(force=True)
+    for component in ("gateway", "egress"):
+        for container in docker_client.containers.list(all=True, filters={"label": f"den.dev/component={component}"}):
+            container.remove(force=True)
     found = [*docker_client.volumes.list(filters={"name": "den-gateway-data"}),
              *[n for n in docker_client.networks.list(names=["den"]) if n.name == "den"]]
     for thing in found:

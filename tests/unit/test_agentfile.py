@@ -111,6 +111,8 @@ def test_an_agentfile_with_only_name_and_model_gets_the_documented_defaults() ->
         "allow": [],
         "env": {},
         "budget": {"usd_per_day": None, "tokens_per_day": None},
+        "max_tasks": 10,
+        "task_min_interval": 300,
     }
     assert spec.model.model_dump() == {
         "provider": "openai",
@@ -529,7 +531,7 @@ def agentfiles(draw: st.DrawFn) -> Agentfile:
             ),
             "cpu": draw(st.floats(0.01, 64, allow_nan=False)),
             "network": network,
-            "allow": draw(st.lists(st.sampled_from(DOMAINS), max_size=3))
+            "allow": draw(st.lists(st.sampled_from(DOMAINS), max_size=3, unique=True))
             if network == "filtered"
             else [],
             "env": draw(st.dictionaries(env_names, prose, max_size=3)),

@@ -51,7 +51,7 @@ def test_the_schema_is_structural() -> None:
 def test_crd_has_status_subresource_printer_columns_and_short_names() -> None:
     version = crd.crd()["spec"]["versions"][0]
     assert version["subresources"] == {"status": {}}
-    assert [c["name"] for c in version["additionalPrinterColumns"]] == ["Phase", "Model", "Endpoint", "Age"]
+    assert [c["name"] for c in version["additionalPrinterColumns"]] == ["Phase", "Model", "Endpoint", "Next Run", "Age"]
     assert "ag" in crd.crd()["spec"]["names"]["shortNames"]
 
 

@@ -10,6 +10,7 @@ from den.api.agentfile import AgentSpec
 from den.api.contract import GATEWAY_TOKEN_ENV, GATEWAY_URL_ENV, TOKEN_ENV
 from den.api.resource import Agent, ObjectMeta
 from den.operator import gateway, names
+from den.operator.network import Layout
 from den.operator.plan import ObservedContainer, ObservedGateway, make_gateway_plan
 from den.operator.secrets import LocalCredentials, capture_env, gateway_token_path, save_credential
 
@@ -58,14 +59,20 @@ def test_two_workers_asking_for_a_token_at_once_get_the_same_one(den_home) -> No
     assert len(tokens) == 1 and not list(names.tokens_dir().glob("*.tmp"))
 
 
+LAYOUT = Layout("172.29.0.0/16")
+
+
 def desired(observed: ObservedGateway):
     return gateway.desired_gateway(observed)
 
 
-def test_the_gateway_plan_creates_network_volume_and_container() -> None:
+def test_the_gateway_plan_creates_the_network_first_then_volume_and_container_at_its_address() -> None:
     observed = ObservedGateway(image_id="sha256:gw")
+    plan = make_gateway_plan(observed, desired(observed))
+    assert str(plan) == "CreateNetwork network:den: not found" and plan.incomplete
+    observed = ObservedGateway(image_id="sha256:gw", network_exists=True, layout=LAYOUT)
+    assert desired(observed).address == "172.29.0.2"
     assert str(make_gateway_plan(observed, desired(observed))) == (
-        "CreateNetwork network:den: not found\n"
         "CreateVolume volume:den-gateway-data: not found\n"
         "CreateContainer container:den-gateway: not found\n"
         "StartContainer container:den-gateway: created"
@@ -73,15 +80,15 @@ def test_the_gateway_plan_creates_network_volume_and_container() -> None:
 
 
 def test_a_converged_gateway_needs_nothing_and_a_new_image_rolls_it() -> None:
-    observed = ObservedGateway(image_id="sha256:gw", volume_exists=True, network_exists=True)
+    observed = ObservedGateway(image_id="sha256:gw", volume_exists=True, network_exists=True, layout=LAYOUT)
     want = desired(observed)
     running = ObservedContainer(id="g" * 64, name="den-gateway", running=True, status="running",
                                 labels={names.LABEL_CONFIG_HASH: want.config_hash}, host_port=None)
     converged = ObservedGateway(containers=(running,), image_id="sha256:gw", volume_exists=True,
-                                network_exists=True)
+                                network_exists=True, layout=LAYOUT)
     assert str(make_gateway_plan(converged, want)) == "nothing to do"
     rebuilt = ObservedGateway(containers=(running,), image_id="sha256:new", volume_exists=True,
-                              network_exists=True)
+                              network_exists=True, layout=LAYOUT)
     assert "RemoveContainer container:den-gateway#gggggggggggg: config diverged" in str(
         make_gateway_plan(rebuilt, desired(rebuilt)))
 

@@ -27,13 +27,22 @@ from den.operator.controller import (
     WorkQueue,
     backoff_delay,
 )
-from den.operator.plan import Action, AgentSecrets, Observed, ObservedContainer, Operation
+from den.operator.network import Layout
+from den.operator.plan import (
+    Action,
+    AgentSecrets,
+    DesiredNetContainer,
+    Observed,
+    ObservedContainer,
+    Operation,
+)
 from den.operator.readiness import ReadinessProber
 from den.operator.reconcile import Reconciler, TerminalError
 from den.operator.secrets import MissingVariable, resolve_env
 from den.operator.store import Store
 
 IMAGE = "den-runtime:latest"
+LAYOUT = Layout("172.29.0.0/16")
 
 
 class FakeBackend:
@@ -61,18 +70,25 @@ class FakeBackend:
         time.sleep(self.delay)
         with self._lock:
             self.active -= 1
-        mine, used = [], set()
+        mine, nets, used, addresses = [], [], set(), set()
         for c in self.containers.values():
+            is_net = c["labels"].get(names.LABEL_COMPONENT) == names.COMPONENT_NET
             if c["labels"][names.LABEL_AGENT] == agent.name:
-                mine.append(ObservedContainer(id=c["id"], name=c["name"], running=c["running"],
-                                              status="running" if c["running"] else "exited",
-                                              labels=c["labels"], host_port=c["port"]))
+                (nets if is_net else mine).append(
+                    ObservedContainer(id=c["id"], name=c["name"], running=c["running"],
+                                      status="running" if c["running"] else "exited",
+                                      labels=c["labels"], host_port=c["port"]))
             else:
-                used.add(c["port"])
+                if c["port"]:
+                    used.add(c["port"])
+                if is_net:
+                    addresses.add(c["labels"][names.LABEL_ADDRESS])
         name = names.container_name(agent.name, agent.namespace)
         return Observed(containers=tuple(mine), volume_exists=names.volume_name(agent.name) in self.volumes,
                         image_id=self.images.get(agent.spec.runtime.base),
-                        foreign_container=name in self.foreign and not mine, used_ports=frozenset(used))
+                        foreign_container=name in self.foreign and not mine, used_ports=frozenset(used),
+                        layout=LAYOUT, net_containers=tuple(nets), used_addresses=frozenset(addresses),
+                        net_image_id="sha256:egress")
 
     def execute(self, operation: Operation) -> None:
         self.calls.append(str(operation))
@@ -80,14 +96,16 @@ class FakeBackend:
         if operation.action == Action.create_volume:
             self.volumes.add(operation.name)
         elif operation.action == Action.create_container:
+            is_net = isinstance(desired, DesiredNetContainer)  # it holds the published port
             self.containers[operation.name] = {"id": uuid.uuid4().hex * 2, "name": operation.name,
                                                "running": False, "labels": dict(desired.labels),
-                                               "port": desired.port}
-            self.delivered[operation.name] = dict(desired.secrets.values)
+                                               "port": desired.port if is_net else None}
+            if not is_net:
+                self.delivered[operation.name] = dict(desired.secrets.values)
         elif operation.action == Action.start_container:
             container = self.containers[operation.name]
             others = {c["port"] for c in self.containers.values() if c["running"] and c is not container}
-            if container["port"] in self.taken | others:
+            if container["port"] and container["port"] in self.taken | others:
                 del self.containers[operation.name]
                 raise PortTaken(container["port"])
             container["running"] = True
@@ -236,7 +254,7 @@ def test_ports_come_from_the_snapshot_and_stay_with_the_agent(world) -> None:
     assert "den-one" not in backend.containers and store.get("one").status.port == 8800
     store.apply(make_agent("one"))
     reconciler.reconcile("default", "one")
-    assert backend.containers["den-one"]["port"] == 8800
+    assert backend.containers["den-one-net"]["port"] == 8800
 
 
 def test_a_port_taken_between_plan_and_start_moves_the_agent_to_the_next_one(world) -> None:
@@ -244,7 +262,7 @@ def test_a_port_taken_between_plan_and_start_moves_the_agent_to_the_next_one(wor
     backend.taken = {8800, 8801}
     store.apply(make_agent())
     reconciler.reconcile("default", "scout")
-    assert backend.containers["den-scout"]["port"] == 8802
+    assert backend.containers["den-scout-net"]["port"] == 8802
     assert store.get("scout").status.endpoint == "http://127.0.0.1:8802"
     taken_events = [e for e in store.events("scout") if e.reason == "PortTaken"]
     assert len(taken_events) == 2 and "8800" in taken_events[0].message
@@ -364,7 +382,9 @@ def test_a_fleet_is_reconciled_by_several_workers_at_once(world) -> None:
     runner.join(timeout=10)
     assert all(a.status.phase == "Running" for a in store.list())
     assert backend.most_active > 1
-    assert len({c["port"] for c in backend.containers.values()}) == 12
+    nets = [c for c in backend.containers.values() if c["name"].endswith("-net")]
+    assert len({c["port"] for c in nets}) == 12
+    assert len({c["labels"][names.LABEL_ADDRESS] for c in nets}) == 12  # one address each
 
 
 def test_readiness_is_answered_at_once_and_probed_off_the_worker() -> None:
