@@ -104,11 +104,11 @@ def delete(names: list[str], namespace: str, *, destroy: bool, timeout: float | 
         say(f"agent.den.dev/{name} {'destroyed' if destroy else 'deleted (its PVC is kept)'}")
 
 
-def get(name: str | None, namespace: str, all_namespaces: bool, output: Format) -> None:
+def get(name: str | None, namespace: str, all_namespaces: bool, output: Format, selector: str | None = None) -> None:
     from den.cli.resources import _row
 
     cluster = store()
-    agents = [cluster.get(name, namespace)] if name else cluster.list(None if all_namespaces else namespace)
+    agents = [cluster.get(name, namespace)] if name else cluster.list(None if all_namespaces else namespace, selector)
     if output != Format.table:
         items = [a.manifest() for a in agents]
         emit(items[0] if name else {"apiVersion": "v1", "kind": "List", "items": items}, output)

@@ -161,7 +161,7 @@ def get(
 
     _check_resource(resource)
     if cluster.context():
-        return cluster.get(name, namespace, all_namespaces, output)
+        return cluster.get(name, namespace, all_namespaces, output, selector)
     from den.operator.store import open_store
 
     with open_store() as store:

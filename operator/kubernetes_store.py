@@ -77,9 +77,13 @@ class KubernetesStore:
         return agent
 
     def list(self, namespace: str | None = None, selector: str | None = None) -> list[Agent]:
-        items = self.kube.list(agents(namespace))
-        found = [agent_from_object(i) for i in items]
-        return sorted(found, key=lambda a: (a.namespace, a.name))
+        """Agents in ``namespace`` (all when None) matching a label ``selector`` (Den's grammar,
+        checked here: the server's is the same for these forms)."""
+        from den.operator.selectors import parse_selector
+
+        wanted = parse_selector(selector)
+        found = [agent_from_object(i) for i in self.kube.list(agents(namespace))]
+        return sorted((a for a in found if wanted.matches(a.metadata.labels)), key=lambda a: (a.namespace, a.name))
 
     # -- write ------------------------------------------------------------------
 

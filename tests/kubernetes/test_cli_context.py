@@ -57,6 +57,8 @@ async def test_up_get_down_and_delete_act_on_the_clusters_agents(operator: Kube,
     assert [(a["metadata"]["name"], a["status"]["phase"]) for a in items] == [("hello", "Running")]
     assert not [k for k in items[0]["metadata"].get("annotations", {}) if "kopf" in k]  # kopf's bookkeeping stays out
     assert not (tmp_path / "home" / "state.db").exists()  # the local store was never touched
+    code, out = await den(tmp_path, "--context", "kmock", "get", "agents", "-l", "team=nobody", "-o", "json")
+    assert code == 0 and json.loads(out)["items"] == []
 
     code, out = await den(tmp_path, "down", "hello", "--timeout", "30", env={"DEN_CONTEXT": "kmock"})
     assert code == 0, out
