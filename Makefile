@@ -31,6 +31,7 @@ lint: dev
 
 crds: dev ## regenerate crds/ from the pydantic models
 	$(BIN)/python -m den.api.crd > crds/agents.den.dev.yaml
+	cp crds/agents.den.dev.yaml charts/den/crds/agents.den.dev.yaml
 
 image: dev ## den-runtime and den-gateway (python:3.12-slim, or a Debian base built offline); skipped when unchanged
 	PYTHON=$(BIN)/python bash hack/build-image.sh

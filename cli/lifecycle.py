@@ -133,11 +133,15 @@ def up(
 
       den up agents/ --no-wait
     """
+    from den.cli import cluster
+
+    loaded = load_inputs([file])
+    if cluster.context():
+        return cluster.up(loaded, no_wait=no_wait, timeout=timeout)
     from den.operator.controller import ensure_operator
     from den.operator.secrets import capture_env
     from den.operator.store import open_store
 
-    loaded = load_inputs([file])
     agents = []
     for item in loaded:
         spec = item.agent.spec.model_copy(update={"desiredState": "running"})
@@ -179,6 +183,10 @@ def down(
 
       den up Agentfile            # brings the same agent back, remembering
     """
+    from den.cli import cluster
+
+    if cluster.context():
+        return cluster.down(name, namespace, timeout)
     from den.operator.controller import ensure_operator
     from den.operator.store import open_store
 
@@ -209,7 +217,14 @@ def destroy(
 
       den destroy research-analyst --yes
     """
+    from den.cli import cluster
     from den.operator import names
+
+    if cluster.context():
+        if not yes and not typer.confirm(f"Destroy agent {name} and its PVC in context {cluster.context()}?",
+                                         default=False):
+            raise typer.Exit(1)
+        return cluster.delete([name], namespace, destroy=True, timeout=timeout)
     from den.operator.controller import ensure_operator
     from den.operator.store import open_store
 
@@ -260,6 +275,10 @@ def status(
     import dataclasses
     from concurrent.futures import ThreadPoolExecutor
 
+    from den.cli import cluster
+
+    if cluster.context():
+        return cluster.status(namespace, output)
     from den.operator.controller import operator_pid
     from den.operator.store import open_store
 

@@ -33,7 +33,9 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
-_state = {"debug": False}
+_state: dict = {"debug": False, "context": None}
+#: Global options the commands read (``--debug``, ``--context``).
+state = _state
 
 
 def _version(value: bool) -> None:
@@ -48,13 +50,29 @@ def main(
     version: bool = typer.Option(
         False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
     ),
+    context: str = typer.Option(
+        None, "--context", envvar="DEN_CONTEXT", metavar="NAME",
+        help="A kubeconfig context: up, down, get, status, delete and destroy act on that cluster's Agents.",
+    ),
 ) -> None:
     """Den: Docker for AI agents."""
     _state["debug"] = debug
+    _state["context"] = context
 
 
 def _register() -> None:
-    from den.cli import auth, connect, cron, dev, init, lifecycle, memory, operator, resources  # noqa: F401  (commands register themselves)
+    from den.cli import (  # noqa: F401  (commands register themselves)
+        auth,
+        cluster,
+        connect,
+        cron,
+        dev,
+        init,
+        lifecycle,
+        memory,
+        operator,
+        resources,
+    )
 
 
 def run() -> None:

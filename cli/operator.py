@@ -14,13 +14,29 @@ app.add_typer(operator_app, name="operator")
 
 
 @operator_app.command("run")
-def run(log_file: Path = typer.Option(None, "--log-file", help="Write logs here instead of stderr.")) -> None:
+def run(
+    log_file: Path = typer.Option(None, "--log-file", help="Write logs here instead of stderr."),
+    kubernetes: bool = typer.Option(
+        False, "--kubernetes", help="Converge Agent custom resources on a cluster (kopf) instead of Docker."),
+    namespaces: list[str] = typer.Option(
+        None, "--namespace", "-n", metavar="NAMESPACE", help="With --kubernetes: a namespace to watch (repeatable; all when none)."),
+    context: str = typer.Option(None, "--context", metavar="CONTEXT", help="With --kubernetes: the kubeconfig context (in-cluster when unset)."),
+) -> None:
     """Run the operator in the foreground (den up starts one in the background).
 
-    Example:
+    On a cluster (the operator image's entry point, as the Helm chart runs it) the same
+    reconciler converges Agent resources into StatefulSets, Services, NetworkPolicies and Secrets.
+
+    Examples:
 
       den operator run
+
+      den operator run --kubernetes --namespace agents
     """
+    if kubernetes:
+        from den.operator.kopf_operator import run as run_kubernetes
+
+        raise typer.Exit(run_kubernetes(namespaces=list(namespaces or []), context=context))
     from den.operator.controller import run_operator
 
     raise typer.Exit(run_operator(log_file=log_file))

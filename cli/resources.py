@@ -157,9 +157,13 @@ def get(
 
       den get agents -l team=research -o json
     """
-    from den.operator.store import open_store
+    from den.cli import cluster
 
     _check_resource(resource)
+    if cluster.context():
+        return cluster.get(name, namespace, all_namespaces, output, selector)
+    from den.operator.store import open_store
+
     with open_store() as store:
         if name:
             agents = [store.get(name, namespace)]
@@ -190,9 +194,13 @@ def delete(
 
       den delete agent research-analyst
     """
-    from den.operator.store import open_store
+    from den.cli import cluster
 
     _check_resource(resource)
+    if cluster.context():
+        return cluster.delete(names, namespace, destroy=False)
+    from den.operator.store import open_store
+
     with open_store() as store:
         for name in names:
             gone = store.delete(name, namespace)

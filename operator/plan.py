@@ -127,6 +127,9 @@ class Observed:
     net_containers: tuple[ObservedContainer, ...] = ()  # the agent's network container(s)
     used_addresses: frozenset[str] = frozenset()  # addresses other agents' network containers hold
     net_image_id: str | None = None  # den-egress (network containers); None: not present
+    #: The backend enforces runtime.network itself (Kubernetes: a NetworkPolicy per agent), so
+    #: the plan makes neither Den's Docker network nor a network container.
+    policy_in_backend: bool = False
 
 
 @dataclass(frozen=True)
@@ -358,7 +361,8 @@ def make_plan(agent: Agent, observed: Observed, desired: DesiredContainer, *, de
         for container in current + nets:  # the agent before the namespace it lives in
             plan.add(Operation(Action.remove_container, container.name, why, id=container.id))
         if deleting and destroy and observed.volume_exists:
-            plan.add(Operation(Action.remove_volume, desired.volume, "destroy removes the agent's home and memory"))
+            plan.add(Operation(Action.remove_volume, desired.volume, "destroy removes the agent's home and memory",
+                               container=desired))
         return plan
     keep = current[0] if current else None
     for extra in current[1:]:
@@ -367,8 +371,8 @@ def make_plan(agent: Agent, observed: Observed, desired: DesiredContainer, *, de
     keep_net = nets[0] if nets else None
     for extra in nets[1:]:
         plan.add(Operation(Action.remove_container, extra.name, "duplicate network container", id=extra.id))
-    net_ok = (net is not None and keep_net is not None and keep_net.running
-              and keep_net.config_hash == net.config_hash)
+    net_ok = observed.policy_in_backend or (net is not None and keep_net is not None and keep_net.running
+                                            and keep_net.config_hash == net.config_hash)
     needs_container = keep is None or keep.config_hash != desired.config_hash or not net_ok
     if needs_container:
         problem = stalled_reason(agent, observed)
@@ -376,7 +380,7 @@ def make_plan(agent: Agent, observed: Observed, desired: DesiredContainer, *, de
             plan.stalled = problem
             plan.operations.clear()
             return plan
-    if observed.layout is None or net is None:
+    if not observed.policy_in_backend and (observed.layout is None or net is None):
         if observed.network_stale:
             plan.add(Operation(Action.remove_network, desired.docker_network if net else names.NETWORK,
                                "made without Den's subnet (an earlier Den): replaced"))

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -98,11 +99,16 @@ def network_status(agent: Agent, address: str | None) -> NetworkStatus:
 
 class Reconciler:
     def __init__(self, store: Store, backend: Backend, *, credentials: Credentials,
-                 readiness: Readiness, cron_report: CronReport | None = None) -> None:
+                 readiness: Readiness, cron_report: CronReport | None = None,
+                 endpoint: Callable[[Agent, int], str] | None = None, gateway_url: str | None = None) -> None:
         self.store = store
         #: ``(endpoint, token) -> GET /den/v1/cron`` of a ready agent (the controller passes
         #: :func:`den.operator.cron.fetch_cron`); None: status.cron is not reported.
         self.cron_report = cron_report
+        # Where clients reach an agent and where it reaches the gateway: 127.0.0.1 and the den
+        # network locally; a Service and the gateway's Service on Kubernetes.
+        self.endpoint = endpoint or (lambda agent, port: f"http://127.0.0.1:{port}")
+        self.gateway_url = gateway_url or names.gateway_url()
         self.backend = backend
         self.credentials = credentials
         self.readiness = readiness
@@ -196,7 +202,7 @@ class Reconciler:
 
     def _sync_cron(self, agent: Agent, desired: DesiredContainer) -> tuple[tuple | None, bool]:
         """Read the ready agent's cron report; deliver the manifest when its cron section changed."""
-        endpoint = f"http://127.0.0.1:{desired.port}"
+        endpoint = self.endpoint(agent, desired.port)
         if agent.spec.desiredState != "running" or self.cron_report is None or not self._ready(agent, endpoint):
             return None, False
         report = self.cron_report(endpoint, desired.secrets.token)
@@ -226,7 +232,7 @@ class Reconciler:
         previous = agent.status
         return AgentStatus(phase="Pending", observedGeneration=agent.metadata.generation,
                            port=port if port is not None else (previous.port if previous else None),
-                           gateway=names.gateway_url(),
+                           gateway=self.gateway_url,
                            usage=previous.usage if previous else None,
                            network=previous.network if previous else None,
                            cron=list(previous.cron) if previous else [],
@@ -263,7 +269,7 @@ class Reconciler:
             set_condition(status, previous, "Ready", "False", "Stopped", "desiredState is stopped", generation)
             set_condition(status, previous, "Reconciling", "False", "Stopped", "", generation)
         else:
-            endpoint = f"http://127.0.0.1:{port}"
+            endpoint = self.endpoint(agent, port)
             status.endpoint = endpoint
             if self._ready(agent, endpoint):
                 status.phase = "Running"

@@ -18,7 +18,8 @@ FORBIDDEN = {
 #: agent, the operator or the CLI does.
 LITELLM_HOMES = {"runtime/gateway/upstream.py"}
 #: Modules of the operator that must stay free of any backend: pure data and decisions.
-PURE = ("operator/plan.py", "operator/reconcile.py", "operator/backend.py", "operator/secrets.py")
+PURE = ("operator/plan.py", "operator/reconcile.py", "operator/backend.py", "operator/secrets.py",
+        "operator/kubernetes_render.py")
 BACKEND_LIBRARIES = ("docker", "kubernetes", "kopf")
 
 

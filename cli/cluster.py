@@ -1,0 +1,178 @@
+"""``den --context NAME`` (or ``DEN_CONTEXT``): the same commands on a cluster's Agent resources.
+
+``up``, ``down``, ``get``, ``status``, ``delete`` and ``destroy`` read and write Agent custom
+resources through the kubeconfig context (as kubectl reads it) instead of the local store;
+the operator in the cluster (``den operator run --kubernetes``, the Helm chart) does the rest.
+``den export NAME --kubernetes`` prints an Agent resource kubectl can apply.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import typer
+
+from den.cli.main import app, state
+from den.cli.output import Format, emit, err_console, say, table
+
+POLL = 0.5
+
+
+def context() -> str | None:
+    """The kubeconfig context ``den --context`` (or ``DEN_CONTEXT``) named, if any."""
+    return state.get("context")
+
+
+def store():
+    from den.operator.kube import Kube
+    from den.operator.kubernetes_store import KubernetesStore
+
+    return KubernetesStore(Kube.connect(context=context()))
+
+
+def wait(cluster, keys: list[tuple[str, str]], done, timeout: float, what: str) -> None:
+    """Poll the Agents until ``done(agent_or_None)`` for every key (a Stalled condition ends it)."""
+    from den.api.errors import DenError, WaitTimeout
+    from den.cli.lifecycle import _stalled
+
+    deadline = time.monotonic() + timeout
+    with err_console().status(f"waiting for {what}…") as spinner:
+        while True:
+            pending = []
+            for namespace, name in keys:
+                agent = cluster.find(name, namespace)
+                if not done(agent):
+                    pending.append((name, agent))
+                    stalled = _stalled(agent)
+                    if stalled:
+                        raise DenError(f"agent {name} cannot become {what}: {stalled}",
+                                       hint=f"kubectl describe agent {name} -n {namespace}")
+            if not pending:
+                return
+            if time.monotonic() > deadline:
+                lines = [f"agent {name} is not {what} after {timeout:.0f}s" for name, _agent in pending]
+                raise WaitTimeout("\n".join(lines), hint="kubectl describe agent NAME; kubectl get events")
+            name, agent = pending[0]
+            spinner.update(f"{name}: {agent.status.phase if agent and agent.status else 'Pending'}…")
+            time.sleep(POLL)
+
+
+def up(loaded: list, *, no_wait: bool, timeout: float) -> None:
+    from den.cli.lifecycle import _ready
+
+    cluster = store()
+    keys = []
+    for item in loaded:
+        agent = item.agent
+        spec = agent.spec.model_copy(update={"desiredState": "running"})
+        stored = cluster.apply(agent.model_copy(update={"spec": spec}))
+        keys.append((stored.namespace, stored.name))
+        say(f"agent.den.dev/{stored.name} applied (context {context()})")
+    if no_wait:
+        return
+    wait(cluster, keys, lambda a: a is not None and _ready(a), timeout, "Ready")
+    for namespace, name in keys:
+        agent = cluster.get(name, namespace)
+        say(f"[green]●[/green] {name} is Ready at [bold]{agent.status.endpoint}[/bold] (in the cluster)")
+    say(f"next: kubectl port-forward -n {keys[0][0]} svc/{_service(keys[0])} 8800:8800")
+
+
+def _service(key: tuple[str, str]) -> str:
+    from den.operator import names
+
+    return names.container_name(key[1], key[0])
+
+
+def down(name: str, namespace: str, timeout: float) -> None:
+    cluster = store()
+    cluster.get(name, namespace)
+    cluster.patch_spec(name, namespace, {"desiredState": "stopped"})
+    wait(cluster, [(namespace, name)],
+         lambda a: a is None or (a.status is not None and a.status.phase == "Stopped"
+                                 and a.status.observedGeneration == a.metadata.generation),
+         timeout, "Stopped")
+    say(f"agent.den.dev/{name} stopped (its PVC is kept; `den --context {context()} up` brings it back)")
+
+
+def delete(names: list[str], namespace: str, *, destroy: bool, timeout: float | None = None) -> None:
+    cluster = store()
+    for name in names:
+        cluster.delete(name, namespace, destroy=destroy)
+        if timeout:
+            wait(cluster, [(namespace, name)], lambda a: a is None, timeout, "gone")
+        say(f"agent.den.dev/{name} {'destroyed' if destroy else 'deleted (its PVC is kept)'}")
+
+
+def get(name: str | None, namespace: str, all_namespaces: bool, output: Format, selector: str | None = None) -> None:
+    from den.cli.resources import _row
+
+    cluster = store()
+    agents = [cluster.get(name, namespace)] if name else cluster.list(None if all_namespaces else namespace, selector)
+    if output != Format.table:
+        items = [a.manifest() for a in agents]
+        emit(items[0] if name else {"apiVersion": "v1", "kind": "List", "items": items}, output)
+        return
+    columns = ["NAME", "PHASE", "MODEL", "ENDPOINT", "AGE"]
+    if all_namespaces:
+        columns = ["NAMESPACE", *columns]
+    table(columns, [_row(a, all_namespaces) for a in agents], empty="No agents found.")
+
+
+def status(namespace: str | None, output: Format) -> None:
+    agents = store().list(namespace)
+    rows = [{"name": a.name, "namespace": a.namespace,
+             "phase": a.status.phase if a.status else "Pending",
+             "ready": (a.status.condition("Ready").status if a.status and a.status.condition("Ready") else "Unknown"),
+             "endpoint": a.status.endpoint if a.status else None,
+             "observedGeneration": a.status.observedGeneration if a.status else None,
+             "generation": a.metadata.generation} for a in agents]
+    if output != Format.table:
+        emit({"context": context(), "agents": rows}, output)
+        return
+    table(["NAMESPACE", "NAME", "PHASE", "READY", "ENDPOINT"],
+          [[r["namespace"], r["name"], r["phase"], r["ready"], r["endpoint"] or "-"] for r in rows],
+          empty="No agents in this cluster. Try: den --context NAME up Agentfile")
+
+
+def export_document(agent) -> str:
+    """The Agent resource for ``kubectl apply``: no status or server fields; YAML whose
+    ``on`` keys are quoted (kubectl reads YAML 1.1, where a bare ``on`` is ``true``)."""
+    from den.api.loader import dump_yaml
+    from den.operator.kubernetes_store import object_from_agent
+
+    return dump_yaml(object_from_agent(agent))  # PyYAML's dumper quotes 'on' (its resolver is 1.1)
+
+
+@app.command("export")
+def export(
+    name: str = typer.Argument(..., help="Agent name, or an Agentfile path."),
+    kubernetes: bool = typer.Option(True, "--kubernetes/--agentfile",
+                                    help="Print the Agent resource for kubectl (default) or the plain Agentfile."),
+    namespace: str = typer.Option("default", "--namespace", "-n", help="Namespace of the agent."),
+) -> None:
+    """Print an agent for another home: an Agent resource kubectl can apply, or its Agentfile.
+
+    Examples:
+
+      den export research-analyst --kubernetes | kubectl apply -f -
+
+      den export examples/hello/Agentfile --kubernetes > hello-agent.yaml
+    """
+    import sys
+
+    from den.api.loader import dump_yaml, load_paths
+    from den.api.resource import agentfile_document, to_agentfile
+
+    path = Path(name)
+    if path.exists():
+        agent = load_paths([path])[0].agent
+    elif context():
+        agent = store().get(name, namespace)
+    else:
+        from den.operator.store import open_store
+
+        with open_store() as local:
+            agent = local.get(name, namespace)
+    text = export_document(agent) if kubernetes else dump_yaml(agentfile_document(to_agentfile(agent)))
+    sys.stdout.write(text)

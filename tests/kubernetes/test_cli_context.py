@@ -1,0 +1,114 @@
+"""`den --context NAME` against the kmock cluster, with the operator running there."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from den.operator.kube import Kube, agents, apps, core
+from tests.kubernetes.conftest import ROOT, eventually
+
+pytestmark = pytest.mark.asyncio
+
+
+def kubeconfig(path: Path, server: str) -> Path:
+    path.write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "current-context": "other",
+        "clusters": [{"name": "kmock", "cluster": {"server": server}}],
+        "users": [{"name": "tester", "user": {"token": "not-checked"}}],
+        "contexts": [{"name": "kmock", "context": {"cluster": "kmock", "user": "tester"}},
+                     {"name": "other", "context": {"cluster": "kmock", "user": "tester", "namespace": "x"}}],
+    }))
+    return path
+
+
+async def den(tmp_path: Path, *args: str, env: dict | None = None) -> tuple[int, str]:
+    """The real `den` command in a subprocess (asynchronously: kmock serves on this loop)."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "den", *args, cwd=tmp_path,
+        env={**os.environ, "DEN_HOME": str(tmp_path / "home"), "NO_COLOR": "1", "COLUMNS": "200",
+             "KUBECONFIG": str(tmp_path / "kubeconfig"), **(env or {})},
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    out, _ = await asyncio.wait_for(proc.communicate(), 60)
+    return proc.returncode, out.decode()
+
+
+async def test_up_get_down_and_delete_act_on_the_clusters_agents(operator: Kube, cluster, tmp_path: Path):
+    kube = operator
+    kubeconfig(tmp_path / "kubeconfig", str(cluster.url).rstrip("/"))
+    up = asyncio.create_task(den(tmp_path, "--context", "kmock", "up", str(ROOT / "examples/hello/Agentfile"),
+                                 "--timeout", "30"))
+    await eventually(lambda: kube.get(f"{apps('default', 'statefulsets')}/den-hello"), what="the StatefulSet")
+    await asyncio.to_thread(kube.patch, f"{apps('default', 'statefulsets')}/den-hello/status",
+                            {"status": {"readyReplicas": 1}})
+    code, out = await up
+    assert code == 0, out
+    assert "hello is Ready at http://den-hello.default.svc:8800" in out
+
+    code, out = await den(tmp_path, "--context", "kmock", "get", "agents", "-o", "json")
+    assert code == 0, out
+    items = json.loads(out)["items"]
+    assert [(a["metadata"]["name"], a["status"]["phase"]) for a in items] == [("hello", "Running")]
+    assert not [k for k in items[0]["metadata"].get("annotations", {}) if "kopf" in k]  # kopf's bookkeeping stays out
+    assert not (tmp_path / "home" / "state.db").exists()  # the local store was never touched
+    code, out = await den(tmp_path, "--context", "kmock", "get", "agents", "-l", "team=nobody", "-o", "json")
+    assert code == 0 and json.loads(out)["items"] == []
+
+    code, out = await den(tmp_path, "down", "hello", "--timeout", "30", env={"DEN_CONTEXT": "kmock"})
+    assert code == 0, out
+    assert await asyncio.to_thread(kube.get, f"{apps('default', 'statefulsets')}/den-hello") is None
+    code, out = await den(tmp_path, "--context", "kmock", "status", "-o", "json")
+    assert json.loads(out)["agents"][0]["phase"] == "Stopped"
+
+    code, out = await den(tmp_path, "--context", "kmock", "delete", "agent", "hello")
+    assert code == 0, out
+    await eventually(lambda: kube.get(f"{agents('default')}/hello") is None, what="the Agent gone")
+    assert await asyncio.to_thread(kube.get, f"{core('default', 'persistentvolumeclaims')}/home-den-hello-0")
+
+
+async def test_an_unknown_context_is_a_clear_error(tmp_path: Path, cluster):
+    kubeconfig(tmp_path / "kubeconfig", str(cluster.url).rstrip("/"))
+    code, out = await den(tmp_path, "--context", "nope", "get", "agents")
+    assert code == 5 and "nope" in out and "Traceback" not in out
+
+
+async def test_export_prints_a_resource_kubectl_reads_with_on_quoted(tmp_path: Path):
+    agentfile = tmp_path / "Agentfile"
+    agentfile.write_text("name: careful\nmodel: {provider: openai, name: gpt-4o}\n"
+                         "checks:\n  - name: cites\n    description: The answer cites a source.\n"
+                         "    on: before_respond\n")
+    code, out = await den(tmp_path, "export", str(agentfile), "--kubernetes")
+    assert code == 0, out
+    as_kubectl_reads_it = yaml.safe_load(out)  # PyYAML's safe_load is YAML 1.1, like kubectl
+    assert as_kubectl_reads_it["kind"] == "Agent"
+    assert as_kubectl_reads_it["metadata"] == {"name": "careful", "namespace": "default"}
+    assert as_kubectl_reads_it["spec"]["checks"][0]["on"] == "before_respond"
+
+
+async def test_den_operator_run_kubernetes_converges_agents_through_a_kubeconfig_context(cluster, tmp_path: Path):
+    """The operator image's entry point, as a process, logging in with a kubeconfig context."""
+    server = str(cluster.url).rstrip("/")
+    kubeconfig(tmp_path / "kubeconfig", server)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "den", "operator", "run", "--kubernetes", "--context", "kmock", "-n", "default",
+        env={**os.environ, "KUBECONFIG": str(tmp_path / "kubeconfig"), "DEN_HOME": str(tmp_path / "home"),
+             "DEN_OPERATOR_NAMESPACE": "den-system"},
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    try:
+        kube = Kube.connect(server=server)
+        body = {"apiVersion": "den.dev/v1alpha1", "kind": "Agent", "metadata": {"name": "solo", "namespace": "default"},
+                "spec": {"model": {"provider": "openai", "name": "gpt-4o-mini"}, "runtime": {"network": "none"}}}
+        await asyncio.to_thread(kube.create, agents("default"), body)
+        sts = await eventually(lambda: kube.get(f"{apps('default', 'statefulsets')}/den-solo"), timeout=20,
+                               what="the StatefulSet from the operator process")
+        assert sts["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]["cpu"] == "1000m"
+    finally:
+        proc.terminate()
+        out, _ = await asyncio.wait_for(proc.communicate(), 20)
+    assert b"Traceback" not in out, out.decode()[-2000:]
