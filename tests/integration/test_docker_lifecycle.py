@@ -148,8 +148,10 @@ def test_up_serves_the_openai_api_with_the_agentfile_settings(den, world, docker
     attrs = docker_client.containers.get(f"den-{name}").attrs
     assert attrs["HostConfig"]["NanoCpus"] == 500_000_000
     assert attrs["HostConfig"]["Memory"] == 256 * 1024 * 1024
-    binding = attrs["HostConfig"]["PortBindings"]["8800/tcp"][0]
-    assert binding["HostIp"] == "127.0.0.1"
+    assert attrs["HostConfig"]["NetworkMode"] == f"container:den-{name}-net"  # its network container's namespace
+    holder = docker_client.containers.get(f"den-{name}-net").attrs
+    binding = holder["HostConfig"]["PortBindings"]["8800/tcp"][0]
+    assert binding["HostIp"] == "127.0.0.1" and not attrs["HostConfig"]["PortBindings"]
     assert attrs["Config"]["User"] in ("10001", "den", "10001:10001")
     assert attrs["HostConfig"]["RestartPolicy"]["Name"] == "unless-stopped"
     status = json.loads(den("status", "-o", "json").stdout)
@@ -205,7 +207,8 @@ def test_drift_heals_and_a_spec_change_replaces_the_container(den, world, docker
     assert resource["status"]["observedGeneration"] == 2
     replaced = docker_client.containers.get(f"den-{name}")
     assert replaced.id != second.id
-    assert len(docker_client.containers.list(all=True, filters={"label": f"den.dev/agent={name}"})) == 1
+    assert sorted(c.name for c in docker_client.containers.list(all=True, filters={"label": f"den.dev/agent={name}"})) \
+        == [f"den-{name}", f"den-{name}-net"]
 
 
 def test_a_killed_operator_leaves_agents_serving_and_restarts_without_duplicates(den, world, docker_client, den_home) -> None:
@@ -219,7 +222,8 @@ def test_a_killed_operator_leaves_agents_serving_and_restarts_without_duplicates
     assert den("operator", "status").code == 1
     assert den("up", str(path)).code == 0
     assert den("operator", "status").code == 0
-    assert len(docker_client.containers.list(all=True, filters={"label": f"den.dev/agent={name}"})) == 1
+    assert sorted(c.name for c in docker_client.containers.list(all=True, filters={"label": f"den.dev/agent={name}"})) \
+        == [f"den-{name}", f"den-{name}-net"]
     assert [a["metadata"]["name"] for a in json.loads(den("get", "agents", "-o", "json").stdout)["items"]] == [name]
 
 
