@@ -227,7 +227,7 @@ def net(tmp_path_factory, docker_client, runtime_image):
             den("operator", "stop")
             if "operator" in locals() and operator.poll() is None:
                 operator.kill()
-            web.remove(force=True)
+            web.remove(force=True, v=True)
             for container in docker_client.containers.list(all=True, filters={"label": "den.dev/agent"}):
                 if container.labels.get("den.dev/agent") in names.values():
                     container.remove(force=True, v=True)
