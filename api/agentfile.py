@@ -199,6 +199,13 @@ class ModelSpec(_Model):
         description="An OpenAI-compatible endpoint to use instead of the provider's default.",
         examples=["http://host.docker.internal:11434/v1"],
     )
+    context_window: int | None = Field(
+        None, ge=256, le=10_000_000,
+        description="The model's context window in tokens. Den keeps every request within it (oldest turns "
+                    "are summarized into memory and left out; the completion gets at most a quarter). "
+                    "Default: 8192 for the prompt budget.",
+        examples=[128000],
+    )
 
     @field_validator("provider", "name")
     @classmethod
@@ -244,10 +251,20 @@ class MemorySpec(_Model):
     """Long-term memory, kept on the agent's volume."""
 
     backend: MemoryBackend = Field(MemoryBackend.sqlite, description="sqlite or postgres.")
-    semantic_recall: bool = Field(True, description="Planned: recall memories by meaning as well as keywords (accepted, not used yet).")
-    fact_extraction: bool = Field(True, description="Planned: extract durable facts from conversations (accepted, not used yet).")
+    semantic_recall: bool = Field(
+        True, description="Recall memories by meaning as well as keywords (vectors and FTS5, fused) on every turn."
+    )
+    fact_extraction: bool = Field(
+        True, description="After each turn, ask the model for durable facts and keep them (superseded facts keep their history)."
+    )
     max_context_memories: int = Field(
-        10, ge=0, description="How many recalled memories are injected into each turn."
+        10, ge=0, le=100, description="How many recalled memories are injected into each turn."
+    )
+    embedding_model: str = Field(
+        "wordllama", min_length=1, max_length=200,
+        description="wordllama (built in, no download) or a provider embedding model called through the "
+                    "model gateway, e.g. text-embedding-3-small. Changing it re-embeds in the background.",
+        examples=["text-embedding-3-small"],
     )
 
     @field_validator("backend")

@@ -33,6 +33,7 @@ class RuntimeState:
     sessions: Any = None
     interceptor: Any = None
     memory: Any = None
+    consolidator: Any = None
     runs: Any = None
     home: Path | None = None
     cost_usd: float = 0.0
@@ -48,7 +49,8 @@ class RuntimeState:
         from den.runtime.agent.loops import LoopRunner, RunStore
         from den.runtime.agent.model import ModelClient
         from den.runtime.agent.sessions import Sessions
-        from den.runtime.memos import SqliteMemos
+        from den.runtime.memory.agent import AgentMemory
+        from den.runtime.memory.consolidate import Consolidator
         from den.runtime.scheduler import TaskScheduler
         from den.runtime.tools.base import NetworkPolicy, ToolContext
         from den.runtime.tools.registry import ToolInterceptor, tools_for
@@ -59,7 +61,7 @@ class RuntimeState:
         else:
             self.sessions = Sessions(home / ".den" / "sessions.db")
         self.home = home
-        self.memory = SqliteMemos(home / ".den" / "memory.db")
+        self.memory = AgentMemory(home / ".den" / "memory.db", spec.memory, self._embedder())
         context = ToolContext(
             agent=self.agent.name, home=home,
             network=NetworkPolicy(str(spec.runtime.network), list(spec.runtime.allow)),
@@ -72,14 +74,32 @@ class RuntimeState:
         model = ModelClient(spec.model, self.env)
         checks = CheckRunner(spec.checks, model)
         self.agent_loop = AgentLoop(spec, model, self.interceptor, memory=self.memory, checks=checks)
+        self.consolidator = Consolidator(spec, self.memory, model)
         self.check_counts = checks.counts
         self.runs = LoopRunner(spec, self.agent_loop, RunStore(home / ".den" / "runs.db"))
+
+    def _embedder(self) -> Any:
+        from den.runtime.memory.embed import DEFAULT_MODEL, GatewayEmbedder, WordLlamaEmbedder
+
+        spec = self.agent.spec
+        if spec.memory.embedding_model == DEFAULT_MODEL:
+            return WordLlamaEmbedder()
+        return GatewayEmbedder.from_env(spec.memory.embedding_model, spec.model.base_url, spec.model.provider,
+                                        self.env)
 
     def record_usage(self, usage: Mapping[str, Any] | None) -> None:
         if not usage:
             return
         self.prompt_tokens += int(usage.get("prompt_tokens") or 0)
         self.completion_tokens += int(usage.get("completion_tokens") or 0)
+
+    def _memory_status(self) -> dict[str, Any]:
+        if self.memory is None:
+            return {"memos": 0}
+        counts = self.memory.store.counts()
+        return {"memos": self.memory.count(), "counts": counts, "facts": len(self.memory.store.facts()),
+                "size_bytes": self.memory.store.size_bytes(),
+                "consolidation": dict(self.consolidator.counts) if self.consolidator else {}}
 
     def secrets(self) -> list[str]:
         """Values that must never appear in a log line or an error body: the ones given as
@@ -112,6 +132,6 @@ class RuntimeState:
             "checks": dict(self.check_counts),
             "sessions": self.sessions.count() if self.sessions is not None else 0,
             "tools": self.interceptor.stats() if self.interceptor is not None else {},
-            "memory": {"memos": self.memory.count() if self.memory is not None else 0},
+            "memory": self._memory_status(),
             "cron": {"declared": [c.name for c in self.agent.spec.cron]},
         }
