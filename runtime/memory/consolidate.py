@@ -24,6 +24,7 @@ SUMMARY_MARKER = "DEN-SUMMARY"
 SUMMARY_INSTRUCTIONS = (f"{SUMMARY_MARKER}\nSummarize this earlier part of a conversation in a few sentences: "
                         "who said what that matters later (names, decisions, preferences, open questions). "
                         "Answer with the summary only.")
+SUMMARY_BATCH = 6  # summarize once a sixth of the prompt budget has been dropped unsummarized
 EXCERPT_MESSAGES = 6  # fact extraction reads the turn and a little before it
 
 
@@ -79,6 +80,8 @@ class Consolidator:
         digests = [digest(m) for m in fresh]
         seen = await asyncio.to_thread(self.memory.store.summarized, digests)
         todo = [(d, m) for d, m in zip(digests, fresh, strict=True) if d not in seen]
+        if sum(text_tokens(str(m["content"])) for _, m in todo) < self.budget.prompt // SUMMARY_BATCH:
+            return  # wait until enough has been dropped to be worth a model call
         room = self.budget.prompt - text_tokens(SUMMARY_INSTRUCTIONS) - 16
         while todo:
             chunk, used = [], 0
