@@ -142,3 +142,38 @@ def test_forget_removes_a_memory_from_recall(scripted_model, serve_runtime) -> N
     assert httpx.delete(f"{url}/den/v1/memory/{memo['id']}", headers=AUTH).json() == {"forgotten": memo["id"]}
     assert httpx.get(f"{url}/den/v1/memory", params={"q": "vault PIN"}, headers=AUTH).json()["items"] == []
     assert httpx.delete(f"{url}/den/v1/memory/{memo['id']}", headers=AUTH).status_code == 404
+
+
+def test_den_memory_adds_searches_lists_forgets_shows_facts_and_moves_memories_between_agents(
+        den, den_home, scripted_model, serve_runtime, tmp_path) -> None:
+    from tests.integration.test_connect import register
+
+    source = serve_runtime(agent("source", scripted_model), home=tmp_path / "source")
+    target = serve_runtime(agent("target", scripted_model), home=tmp_path / "target")
+    register(den_home, "source", source)
+    register(den_home, "target", target)
+    added = den("memory", "source", "add", "The staging database is called Heron.")
+    assert added.code == 0 and added.stdout.startswith("remembered (id "), added.output
+    say(source, "My editor is Helix.", "s")
+    wait_for(lambda: facts(source))
+    listed = den("memory", "source")
+    assert "memo" in listed.stdout and "fact" in listed.stdout and "user editor Helix" in listed.stdout
+    found = den("memory", "source", "search", "which staging database")
+    assert found.code == 0 and "Heron" in found.stdout and "SCORE" in found.stdout
+    say(source, "My editor is now Zed.", "s")
+    wait_for(lambda: facts(source)[0]["object"] == "Zed")
+    current = den("memory", "source", "facts")
+    assert "Zed" in current.stdout and "Helix" not in current.stdout
+    history = den("memory", "source", "facts", "--history")
+    assert "Helix" in history.stdout and "superseded by" in history.stdout
+    exported = den("memory", "source", "export")
+    assert exported.code == 0 and len(exported.stdout.splitlines()) >= 4
+    imported = den("memory", "target", "import", input=exported.stdout)
+    assert imported.code == 0 and "imported" in imported.stdout, imported.output
+    assert "Heron" in den("memory", "target", "search", "staging database").stdout
+    memo_id = added.stdout.split("id ")[1].rstrip(")\n")
+    assert den("memory", "target", "forget", memo_id).code == 0
+    assert "Heron" not in den("memory", "target", "search", "staging database").stdout
+    missing = den("memory", "target", "forget", memo_id)
+    assert missing.code != 0 and f"no memory {memo_id}" in missing.output
+    assert den("memory", "target", "forget", "abc").code != 0
