@@ -49,10 +49,16 @@ def sqlite_module() -> Any:
 def load_vec(db: Any) -> bool:
     """Load sqlite-vec into ``db``; False when this SQLite cannot (recall is keyword-only then)."""
     try:
-        import sqlite_vec
+        import importlib.util
+        import os
 
+        # sqlite_vec's own load() means importing it, and it imports numpy (~15 MiB): find its
+        # loadable extension without importing the package.
+        found = importlib.util.find_spec("sqlite_vec")
+        if found is None or not found.submodule_search_locations:
+            return False
         db.enable_load_extension(True)
-        sqlite_vec.load(db)
+        db.load_extension(os.path.join(list(found.submodule_search_locations)[0], "vec0"))
         db.enable_load_extension(False)
         return True
     except Exception:  # no sqlite_vec, or an sqlite3 built without extension loading
