@@ -40,6 +40,7 @@ class AgentMemory:
         self._wake = threading.Event()
         self._indexer: threading.Thread | None = None
         self._model_ready = False
+        self._pending = True  # memories may be waiting for vectors (cleared when none are)
         self._closed = False
         if self.embedder is not None and self.store.vectors:
             self._index_soon()
@@ -53,6 +54,7 @@ class AgentMemory:
         if existing is not None:
             return existing
         memory = self.store.add(text, kind=kind, tags=tags, source=source, importance=importance)
+        self._pending = True
         self._index_soon()
         return memory
 
@@ -112,7 +114,8 @@ class AgentMemory:
             return []
         try:
             self._ensure_model()
-            self.index_pending(RECALL_INDEX_BATCH)
+            if self._pending:
+                self.index_pending(RECALL_INDEX_BATCH)
             [vector] = self.embedder.embed([query])
         except EmbedError as exc:
             log.warning("vector recall unavailable, keywords only: %s", exc)
@@ -141,6 +144,7 @@ class AgentMemory:
             while limit is None or done < limit:
                 batch = self.store.unembedded(min(INDEX_BATCH, (limit - done) if limit else INDEX_BATCH))
                 if not batch:
+                    self._pending = False
                     break
                 vectors = self.embedder.embed([text for _, text in batch])
                 self.store.put_embeddings(self.embedder.name, [(i, v) for (i, _), v in zip(batch, vectors, strict=True)])
@@ -184,6 +188,7 @@ class AgentMemory:
     def apply_facts(self, existing: Sequence[Fact], reply: str, source: str = "") -> list[facts_mod.Decision]:
         decisions = facts_mod.decide(self.store, existing, facts_mod.parse(reply), source=source)
         if any(d.fact is not None for d in decisions):
+            self._pending = True
             self._index_soon()
         return decisions
 
@@ -198,6 +203,7 @@ class AgentMemory:
 
     def import_records(self, records: Iterable[dict[str, Any]]) -> dict[str, int]:
         added = self.store.import_records(records)
+        self._pending = True
         self._index_soon()
         return added
 

@@ -9,8 +9,8 @@
 3. Graph activation spreads from the recalled memories through the entities
    they share with others: a neighbour gets ``score * decay / log2(1 + fan)``
    per hop (fan: how many memories share that entity, so a hub entity spreads
-   little), up to ``hops`` hops; it joins the candidates even when neither
-   ranking found it.
+   little), up to ``hops`` hops, the most activated few spreading further; it
+   joins the candidates even when neither ranking found it.
 """
 
 from __future__ import annotations
@@ -76,9 +76,10 @@ class Graph:
 
 
 def activate(seeds: Mapping[int, float], expand: Callable[[Iterable[int]], Graph], *,
-             hops: int = 2, decay: float = 0.5) -> dict[int, float]:
+             hops: int = 2, decay: float = 0.5, breadth: int = 20) -> dict[int, float]:
     """Memories reached from ``seeds`` through shared entities (not the seeds themselves), with
-    their activation; ``expand(ids)`` returns the graph around ``ids``."""
+    their activation; ``expand(ids)`` returns the graph around ``ids``. Only the ``breadth``
+    most activated memories of a hop spread further."""
     reached: dict[int, float] = {}
     frontier = dict(seeds)
     for _ in range(hops):
@@ -99,6 +100,7 @@ def activate(seeds: Mapping[int, float], expand: Callable[[Iterable[int]], Graph
             if score > reached.get(memory_id, 0.0):
                 reached[memory_id] = score
                 frontier[memory_id] = score
+        frontier = dict(sorted(frontier.items(), key=lambda item: -item[1])[:breadth])
     return reached
 
 

@@ -7,9 +7,10 @@ Tables (numbered migrations, each in its own transaction, recorded in
   tags, source (session / turn / tool), created, accessed, access count,
   importance and whether it is active (a superseded fact's memory is not).
 - ``memories_fts``: FTS5 over the text (BM25 keyword search).
-- ``vec_memories``: sqlite-vec ``vec0`` cosine index of the current embedding
-  model; ``embeddings`` records for each memory the model and dimension its
-  vector came from (``memory_meta`` names the current model).
+- ``embeddings``: each memory's vector (float32) with the model and dimension
+  it came from (``memory_meta`` names the current model); ``vec_memories``:
+  a sqlite-vec ``vec0`` index of the binary-quantized vectors (a Hamming-distance
+  shortlist, rescored with exact cosine on ``embeddings``).
 - ``facts``: subject / predicate / object with confidence, ``valid_from``,
   ``valid_to``, ``superseded_by`` and a status (current | superseded |
   deleted); history is kept, never overwritten.
@@ -34,6 +35,8 @@ from typing import Any
 from den.api.resource import now
 
 KINDS = ("memo", "fact", "message", "summary")
+RESCORE_FACTOR = 4  # binary-quantized shortlist: this many times the asked-for count ...
+RESCORE_MIN = 100  # ... and no fewer, rescored with exact cosine
 SCHEMA_VERSION = 2
 
 
@@ -160,7 +163,7 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
         "CREATE TRIGGER IF NOT EXISTS memories_ad AFTER DELETE ON memories BEGIN "
         "INSERT INTO memories_fts(memories_fts, rowid, text) VALUES ('delete', old.id, old.text); END",
         "CREATE TABLE IF NOT EXISTS embeddings (memory_id INTEGER PRIMARY KEY, model TEXT NOT NULL, "
-        "dim INTEGER NOT NULL, created TEXT NOT NULL)",
+        "dim INTEGER NOT NULL, created TEXT NOT NULL, vector BLOB NOT NULL)",
         "CREATE TABLE IF NOT EXISTS memory_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
         "CREATE TABLE IF NOT EXISTS entities (memory_id INTEGER NOT NULL, entity TEXT NOT NULL, "
         "PRIMARY KEY (memory_id, entity)) WITHOUT ROWID",
@@ -245,12 +248,12 @@ class MemoryStore:
             current = (self.meta("embedding_model"), self.meta("embedding_dim"))
             if current == (model, str(dim)):
                 self._db.execute(f"CREATE VIRTUAL TABLE IF NOT EXISTS vec_memories USING vec0("
-                                 f"memory_id INTEGER PRIMARY KEY, embedding float[{dim}] distance_metric=cosine)")
+                                 f"memory_id INTEGER PRIMARY KEY, embedding_bits bit[{dim}])")
                 return False
             self._db.execute("BEGIN IMMEDIATE")
             self._db.execute("DROP TABLE IF EXISTS vec_memories")
             self._db.execute(f"CREATE VIRTUAL TABLE vec_memories USING vec0("
-                             f"memory_id INTEGER PRIMARY KEY, embedding float[{dim}] distance_metric=cosine)")
+                             f"memory_id INTEGER PRIMARY KEY, embedding_bits bit[{dim}])")
             self._db.execute("DELETE FROM embeddings")
             self._db.execute("INSERT OR REPLACE INTO memory_meta VALUES ('embedding_model', ?)", (model,))
             self._db.execute("INSERT OR REPLACE INTO memory_meta VALUES ('embedding_dim', ?)", (str(dim),))
@@ -344,10 +347,11 @@ class MemoryStore:
                 if not self._db.execute("SELECT 1 FROM memories WHERE id = ?", (memory_id,)).fetchone():
                     continue  # forgotten meanwhile
                 self._db.execute("DELETE FROM vec_memories WHERE memory_id = ?", (memory_id,))
-                self._db.execute("INSERT INTO vec_memories(memory_id, embedding) VALUES (?, ?)",
-                                 (memory_id, pack(vector)))
-                self._db.execute("INSERT OR REPLACE INTO embeddings VALUES (?, ?, ?, ?)",
-                                 (memory_id, model, len(vector), stamp))
+                blob = pack(vector)
+                self._db.execute("INSERT INTO vec_memories(memory_id, embedding_bits) "
+                                 "VALUES (?, vec_quantize_binary(?))", (memory_id, blob))
+                self._db.execute("INSERT OR REPLACE INTO embeddings VALUES (?, ?, ?, ?, ?)",
+                                 (memory_id, model, len(vector), stamp, blob))
                 stored += 1
             self._db.execute("COMMIT")
         return stored
@@ -376,15 +380,25 @@ class MemoryStore:
 
     def vector_search(self, vector: Sequence[float], limit: int,
                       kinds: Sequence[str] | None = None) -> list[tuple[int, float]]:
-        """(id, cosine distance) nearest first; empty while there is no vector index."""
+        """(id, cosine distance) nearest first; empty while there is no vector index.
+
+        Two steps, as sqlite-vec suggests for large tables: the nearest by Hamming distance of
+        the binary-quantized vectors (32 bytes each, a fast scan), then exact cosine on those."""
         with self._lock:
             if not self.vectors or not self._has_vec_table():
                 return []
-            k = limit * 3 if kinds else limit
+            query = pack(vector)
+            shortlist = max(RESCORE_MIN, limit * RESCORE_FACTOR) * (3 if kinds else 1)
+            ids = [r[0] for r in self._db.execute(
+                "SELECT memory_id FROM vec_memories WHERE embedding_bits MATCH vec_quantize_binary(?) AND k = ?",
+                (query, shortlist))]
+            if not ids:
+                return []
             rows = self._db.execute(
-                "SELECT v.memory_id, v.distance, m.kind, m.active FROM vec_memories v "
-                "JOIN memories m ON m.id = v.memory_id WHERE v.embedding MATCH ? AND k = ? ORDER BY v.distance",
-                (pack(vector), k)).fetchall()
+                f"SELECT e.memory_id, vec_distance_cosine(e.vector, ?) AS d, m.kind, m.active "
+                f"FROM embeddings e JOIN memories m ON m.id = e.memory_id "
+                f"WHERE e.memory_id IN ({','.join('?' * len(ids))}) ORDER BY d",
+                (query, *ids)).fetchall()
         found = [(int(r[0]), float(r[1])) for r in rows if r[3] and (not kinds or r[2] in kinds)]
         return found[:limit]
 
