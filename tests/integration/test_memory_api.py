@@ -177,3 +177,21 @@ def test_den_memory_adds_searches_lists_forgets_shows_facts_and_moves_memories_b
     missing = den("memory", "target", "forget", memo_id)
     assert missing.code != 0 and f"no memory {memo_id}" in missing.output
     assert den("memory", "target", "forget", "abc").code != 0
+
+
+def test_a_changed_embedding_model_re_embeds_in_the_background_and_keywords_answer_meanwhile(
+        scripted_model, serve_runtime, tmp_path) -> None:
+    first = serve_runtime(agent("switcher", scripted_model), home=tmp_path)
+    for text in ("The boat is moored in Marseille.", "Invoices go out on the first Monday."):
+        httpx.post(f"{first}/den/v1/memory", json={"text": text}, headers=AUTH)
+    before = wait_for(lambda: (s := httpx.get(f"{first}/den/v1/memory/stats", headers=AUTH).json())["embedded"] == 2 and s)
+    assert (before["embedding_model"], before["schema_version"]) == ("wordllama", 2)
+    second = serve_runtime(agent("switcher", scripted_model, {"embedding_model": "text-embedding-3-small"}), home=tmp_path)
+    assert httpx.get(f"{second}/den/v1/memory", params={"q": "invoices"}, headers=AUTH).json()["items"]
+    after = wait_for(lambda: (s := httpx.get(f"{second}/den/v1/memory/stats", headers=AUTH).json())["embedded"] == 2
+                     and s["embedding_model"] == "text-embedding-3-small" and s)
+    assert after["total"] == 2
+    embedded = [r["body"] for r in scripted_model.requests() if r["path"].endswith("/embeddings")]
+    assert embedded and all(b["model"] == "text-embedding-3-small" for b in embedded)
+    [hit, *_] = httpx.get(f"{second}/den/v1/memory", params={"q": "boat moored"}, headers=AUTH).json()["items"]
+    assert hit["text"] == "The boat is moored in Marseille." and "vector" in hit["via"]
