@@ -49,7 +49,10 @@ def test_a_fact_told_before_down_is_recalled_after_up_in_a_new_session(den, worl
     api = api_of(den, name)
     log = f"{world['scripted']['host_url']}/requests"
     httpx.delete(log)
-    answer = ask(api, "What should I drink this afternoon?", "after")
+    try:
+        answer = ask(api, "What should I drink this afternoon?", "after")
+    except httpx.HTTPError as exc:
+        raise AssertionError(f"{exc}; the agent's log:\n{den('logs', name).output[-4000:]}") from None
     bodies = [r["body"] for r in httpx.get(log).json() if r["path"].endswith("/chat/completions")
               and not r["body"]["messages"][0]["content"].startswith("DEN-")]
     system = bodies[-1]["messages"][0]["content"]
