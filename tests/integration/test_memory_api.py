@@ -177,6 +177,9 @@ def test_den_memory_adds_searches_lists_forgets_shows_facts_and_moves_memories_b
     missing = den("memory", "target", "forget", memo_id)
     assert missing.code != 0 and f"no memory {memo_id}" in missing.output
     assert den("memory", "target", "forget", "abc").code != 0
+    inspected = den("inspect", "source")
+    assert inspected.code == 0, inspected.output
+    assert "memory:" in inspected.stdout and "fact: 1" in inspected.stdout and "size_bytes:" in inspected.stdout
 
 
 def test_a_changed_embedding_model_re_embeds_in_the_background_and_keywords_answer_meanwhile(
