@@ -36,7 +36,7 @@ def memory(api: dict, path: str) -> dict:
                      headers={"Authorization": f"Bearer {api['token']}"}).json()
 
 
-def test_a_fact_told_before_down_is_recalled_after_up_in_a_new_session(den, world) -> None:
+def test_a_fact_told_before_down_is_recalled_after_up_in_a_new_session(den, world, docker_client) -> None:
     name, path = world["agentfile"]()
     assert den("up", str(path)).code == 0
     api = api_of(den, name)
@@ -52,7 +52,9 @@ def test_a_fact_told_before_down_is_recalled_after_up_in_a_new_session(den, worl
     try:
         answer = ask(api, "What should I drink this afternoon?", "after")
     except httpx.HTTPError as exc:
-        raise AssertionError(f"{exc}; the agent's log:\n{den('logs', name).output[-4000:]}") from None
+        found = docker_client.containers.list(all=True, filters={"label": f"den.dev/agent={name}"})
+        detail = [(c.name, c.status, c.attrs["State"], c.logs(tail=40).decode(errors="replace")) for c in found]
+        raise AssertionError(f"{exc}; the agent's containers: {detail}") from None
     bodies = [r["body"] for r in httpx.get(log).json() if r["path"].endswith("/chat/completions")
               and not r["body"]["messages"][0]["content"].startswith("DEN-")]
     system = bodies[-1]["messages"][0]["content"]
