@@ -20,7 +20,8 @@ Writes bench/results/<UTC time>.json and bench/results/latest.json and prints a 
   host (not in a CPU-limited container), the agent's memory store with the
   wordllama embedder: durable writes a second, embedding a second, hybrid recall
   p50/p95 at 10k and 100k memories, and recall@5 on a generated set of
-  paraphrased needles (hybrid against vector-only and keyword-only).
+  paraphrased needles (hybrid against vector-only and keyword-only), and the
+  answer latency with fact extraction off and on (it runs after the answer).
 """
 
 from __future__ import annotations
@@ -334,6 +335,41 @@ def memory_bench(sizes: tuple[int, ...] = (10_000, 100_000)) -> dict[str, float]
         results[f"memory_recall_{size // 1000}k_p50_ms"] = percentile(latencies, 0.5)
         results[f"memory_recall_{size // 1000}k_p95_ms"] = percentile(latencies, 0.95)
         memory.close()
+    results.update(answer_latency_with_memory())
+    return results
+
+
+def answer_latency_with_memory(turns: int = 60) -> dict[str, float]:
+    """p50 of a chat completion (the agent straight to the scripted model, real HTTP on loopback,
+    all in this process) with fact extraction off and on, turns back to back (the extraction of
+    the previous turn competes for the CPU and the store) and paced 100 ms apart."""
+    import httpx
+
+    from den.api.resource import Agent
+    from den.runtime.app import create_app
+    from den.runtime.scripted_model import create_scripted_app
+
+    results: dict[str, float] = {}
+    with _Served(create_scripted_app()) as model_url:
+        for extraction in (False, True):
+            agent = Agent.model_validate({
+                "apiVersion": "den.dev/v1alpha1", "kind": "Agent",
+                "metadata": {"name": "bench-memory", "namespace": "default", "generation": 1},
+                "spec": {"model": {"provider": "openai", "name": "scripted", "base_url": f"{model_url}/v1"},
+                         "memory": {"fact_extraction": extraction}}})
+            home = Path(tempfile.mkdtemp(prefix="den-bench-answer-"))
+            with _Served(create_app(agent, env={"DEN_API_TOKEN": "den_bench"}, home=home)) as url, \
+                    httpx.Client(timeout=30, headers={"Authorization": "Bearer den_bench"}) as client:
+                key = "on" if extraction else "off"
+                for pace, label in ((0.0, "back_to_back"), (0.1, "paced")):
+                    latencies = []
+                    for n in range(turns):
+                        body = {"messages": [{"role": "user", "content": f"My project {n} is codenamed Falcon {n}."}]}
+                        start = time.perf_counter()
+                        client.post(f"{url}/v1/chat/completions", json=body).raise_for_status()
+                        latencies.append((time.perf_counter() - start) * 1000)
+                        time.sleep(pace)  # paced: the background work of a turn is done before the next
+                    results[f"memory_answer_p50_ms_extraction_{key}_{label}"] = percentile(latencies[5:], 0.5)
     return results
 
 

@@ -35,8 +35,8 @@ from typing import Any
 from den.api.resource import now
 
 KINDS = ("memo", "fact", "message", "summary")
-RESCORE_FACTOR = 4  # binary-quantized shortlist: this many times the asked-for count ...
-RESCORE_MIN = 100  # ... and no fewer, rescored with exact cosine
+RESCORE_FACTOR = 10  # binary-quantized shortlist: this many times the asked-for count ...
+RESCORE_MIN = 400  # ... and no fewer, rescored with exact cosine
 #: Words too common to narrow a keyword search (they would make BM25 rank half the store).
 STOP_WORDS = frozenset(["a", "an", "and", "are", "as", "at", "be", "by", "can", "could", "did", "do", "does", "for", "from", "had", "has", "have", "how", "i", "if", "in", "is", "it", "its", "me", "my", "of", "on", "or", "our", "should", "so", "that", "the", "their", "them", "then", "there", "these", "they", "this", "to", "was", "we", "were", "what", "when", "where", "which", "who", "why", "will", "with", "would", "you", "your"])
 SCHEMA_VERSION = 2
