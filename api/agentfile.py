@@ -242,6 +242,10 @@ class IdentitySpec(_Model):
     personality: PersonalitySpec = Field(default_factory=PersonalitySpec)
 
 
+#: Where the postgres memory backend finds its server (a runtime.env entry).
+MEMORY_DSN_ENV = "DEN_MEMORY_DSN"
+
+
 class MemoryBackend(str, Enum):
     sqlite = "sqlite"
     postgres = "postgres"
@@ -250,7 +254,10 @@ class MemoryBackend(str, Enum):
 class MemorySpec(_Model):
     """Long-term memory, kept on the agent's volume."""
 
-    backend: MemoryBackend = Field(MemoryBackend.sqlite, description="sqlite or postgres.")
+    backend: MemoryBackend = Field(
+        MemoryBackend.sqlite,
+        description="sqlite (on the agent's volume) or postgres (PostgreSQL with pgvector at runtime.env.DEN_MEMORY_DSN).",
+    )
     semantic_recall: bool = Field(
         True, description="Recall memories by meaning as well as keywords (vectors and FTS5, fused) on every turn."
     )
@@ -266,18 +273,6 @@ class MemorySpec(_Model):
                     "model gateway, e.g. text-embedding-3-small. Changing it re-embeds in the background.",
         examples=["text-embedding-3-small"],
     )
-
-    @field_validator("backend")
-    @classmethod
-    def _backend_available(cls, value: str) -> str:
-        # postgres stays in the enum (and the CRD) for the memory work; until it lands, refuse it
-        # rather than accept it and keep the memories in SQLite.
-        if value == MemoryBackend.postgres.value:
-            raise ValueError(
-                "postgres is not available yet: memories are kept in SQLite on the agent's volume; "
-                "use backend: sqlite (or leave backend out)"
-            )
-        return value
 
 
 class CustomToolSpec(_Model):
@@ -434,6 +429,12 @@ class AgentSpec(_Model):
                         ("loops", li, "tools", ti),
                         f"tool {tool!r} is not in the agent's tools {sorted(listed)}",
                     )
+        if self.memory.backend == MemoryBackend.postgres.value and not self.runtime.env.get(MEMORY_DSN_ENV):
+            raise _located(
+                ("memory", "backend"),
+                f"postgres needs runtime.env.{MEMORY_DSN_ENV}: a postgresql:// URL of a server with pgvector, "
+                f"e.g. {MEMORY_DSN_ENV}: ${{PG_DSN}}",
+            )
         loop_types = {loop.type for loop in self.loops}
         for ci, entry in enumerate(self.cron):
             if entry.loop is not None and entry.loop not in loop_types:

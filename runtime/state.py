@@ -61,7 +61,7 @@ class RuntimeState:
         else:
             self.sessions = Sessions(home / ".den" / "sessions.db")
         self.home = home
-        self.memory = AgentMemory(home / ".den" / "memory.db", spec.memory, self._embedder())
+        self.memory = AgentMemory(self._memory_store(home), spec.memory, self._embedder())
         context = ToolContext(
             agent=self.agent.name, home=home,
             network=NetworkPolicy(str(spec.runtime.network), list(spec.runtime.allow)),
@@ -77,6 +77,18 @@ class RuntimeState:
         self.consolidator = Consolidator(spec, self.memory, model)
         self.check_counts = checks.counts
         self.runs = LoopRunner(spec, self.agent_loop, RunStore(home / ".den" / "runs.db"))
+
+    def _memory_store(self, home: Path) -> Any:
+        """SQLite on the volume, or Postgres at ``DEN_MEMORY_DSN`` with ``memory.backend: postgres``."""
+        if self.agent.spec.memory.backend == "postgres":
+            from den.runtime.memory.postgres import DSN_ENV, PostgresStore
+
+            dsn = self.env.get(DSN_ENV)
+            if not dsn:
+                raise RuntimeError(f"memory.backend is postgres but {DSN_ENV} is not in the agent's environment "
+                                   "(set it in runtime.env)")
+            return PostgresStore(dsn)
+        return home / ".den" / "memory.db"
 
     def _embedder(self) -> Any:
         from den.runtime.memory.embed import DEFAULT_MODEL, GatewayEmbedder, WordLlamaEmbedder

@@ -32,9 +32,10 @@ INDEX_BATCH = 128
 
 
 class AgentMemory:
-    def __init__(self, path: Path, spec: MemorySpec | None = None, embedder: Embedder | None = None) -> None:
+    def __init__(self, store: Path | Any, spec: MemorySpec | None = None, embedder: Embedder | None = None) -> None:
+        """``store``: a path (the SQLite store there) or an open store (SQLite or Postgres)."""
         self.spec = spec or MemorySpec()
-        self.store = MemoryStore(path)
+        self.store = MemoryStore(store) if isinstance(store, Path) else store
         self.embedder = embedder if self.spec.semantic_recall else None
         self._index_lock = threading.Lock()
         self._wake = threading.Event()
