@@ -30,6 +30,13 @@ def ask(api: dict, text: str, session: str) -> dict:
     return response.json()
 
 
+def ready(api: dict) -> bool:
+    try:
+        return httpx.get(api["base_url"].removesuffix("/v1") + "/readyz", timeout=5).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
 def memory(api: dict, path: str) -> dict:
     root = api["base_url"].removesuffix("/v1")
     return httpx.get(f"{root}/den/v1/memory{path}", timeout=30,
@@ -47,6 +54,9 @@ def test_a_fact_told_before_down_is_recalled_after_up_in_a_new_session(den, worl
     assert den("down", name).code == 0
     assert den("up", str(path)).code == 0
     api = api_of(den, name)
+    # `den up` has been seen to return while the new container was still starting (connection
+    # reset, empty log): wait for its own readiness before asking.
+    wait_until(lambda: ready(api), timeout=60)
     log = f"{world['scripted']['host_url']}/requests"
     httpx.delete(log)
     try:
