@@ -139,7 +139,8 @@ def test_up_serves_the_openai_api_with_the_agentfile_settings(den, world, docker
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert "You said: stream please" in text
     log = httpx.get(f"{world['scripted']['host_url']}/requests").json()
-    sent = [r["body"] for r in log if r["path"].endswith("/chat/completions")]
+    sent = [r["body"] for r in log if r["path"].endswith("/chat/completions")
+            and not str(r["body"]["messages"][0].get("content")).startswith("DEN-")]  # not the memory's calls
     assert sent and all(b["messages"][0] == {"role": "system", "content": sent[0]["messages"][0]["content"]} for b in sent)
     assert "You are Test Bot." in sent[0]["messages"][0]["content"]
     assert sent[0]["temperature"] == 0.3 and sent[0]["max_tokens"] == 123
