@@ -40,10 +40,12 @@ class Consolidator:
                        "summaries": 0, "failures": 0}
 
     def after_turn(self, conversation: Sequence[dict[str, Any]], answer: str,
-                   dropped: Sequence[dict[str, Any]], source: str = "") -> None:
+                   dropped: Sequence[dict[str, Any]], source: str = "", used: Sequence[int] = ()) -> None:
+        """Queue the work of a finished turn; ``used``: the memories its context held (their
+        access time and count are updated here, not on the response path)."""
         talk = [m for m in conversation if m.get("role") in ("user", "assistant")]
         talk = [*talk, {"role": "assistant", "content": answer}]
-        task = asyncio.create_task(self._run(talk, list(dropped), source))
+        task = asyncio.create_task(self._run(talk, list(dropped), source, list(used)))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -52,9 +54,12 @@ class Consolidator:
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
-    async def _run(self, talk: list[dict[str, Any]], dropped: list[dict[str, Any]], source: str) -> None:
+    async def _run(self, talk: list[dict[str, Any]], dropped: list[dict[str, Any]], source: str,
+                   used: list[int]) -> None:
         async with self._lock:
             try:
+                if used:
+                    await asyncio.to_thread(self.memory.store.touch, used)
                 if dropped:
                     await self._summarize(dropped, source)
                 if self.spec.memory.fact_extraction:

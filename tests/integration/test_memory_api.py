@@ -68,6 +68,9 @@ def test_a_fact_told_in_one_session_is_recalled_in_a_new_one_and_named_in_the_co
     system = system_of(scripted_model.chat_bodies()[-1])
     assert f"[memory {fact['memory_id']}] user favourite colour blue" in system
     assert fact["memory_id"] in answer["den"]["memories"]
+    settled(url)
+    [used] = [m for m in httpx.get(f"{url}/den/v1/memory", params={"kind": "fact"}, headers=AUTH).json()["items"]]
+    assert used["access_count"] >= 1 and used["accessed"]
     # The old session's words are not in the new session's messages: only memory brought it back.
     assert all("blue" not in str(m["content"]) for m in scripted_model.chat_bodies()[-1]["messages"][1:])
 
