@@ -201,3 +201,16 @@ def test_a_changed_embedding_model_re_embeds_in_the_background_and_keywords_answ
     assert embedded and all(b["model"] == "text-embedding-3-small" for b in embedded)
     [hit, *_] = httpx.get(f"{second}/den/v1/memory", params={"q": "boat moored"}, headers=AUTH).json()["items"]
     assert hit["text"] == "The boat is moored in Marseille." and "vector" in hit["via"]
+
+
+def test_a_streamed_answer_names_the_memories_in_its_final_den_chunk(scripted_model, serve_runtime) -> None:
+    import json
+
+    url = serve_runtime(agent("streamer", scripted_model, {"fact_extraction": False}))
+    memo = httpx.post(f"{url}/den/v1/memory", json={"text": "Deploys happen on Thursdays."}, headers=AUTH).json()
+    with httpx.stream("POST", f"{url}/v1/chat/completions", headers=AUTH, timeout=30,
+                      json={"stream": True, "messages": [{"role": "user", "content": "When do deploys happen?"}]}) as r:
+        events = [json.loads(line[6:]) for line in r.iter_lines() if line.startswith("data: {")]
+    [turn] = [e["den"] for e in events if e.get("den", {}).get("type") == "turn"]
+    assert turn["memories"] == [memo["id"]]
+    assert f"[memory {memo['id']}] Deploys happen on Thursdays." in system_of(scripted_model.chat_bodies()[-1])
