@@ -117,6 +117,8 @@ async def import_(request: Request, state: StateDep) -> dict[str, Any]:
         return await asyncio.to_thread(state.memory.import_records, records)
     except (ValueError, KeyError, TypeError) as exc:
         raise HTTPException(422, f"nothing imported: {exc}") from None
+    except Exception as exc:  # the database refused a record (e.g. a constraint): rolled back
+        raise HTTPException(422, f"nothing imported: {type(exc).__name__}: {exc}") from None
 
 
 @router.get("/tools")
