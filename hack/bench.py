@@ -21,7 +21,9 @@ Writes bench/results/<UTC time>.json and bench/results/latest.json and prints a 
   wordllama embedder: durable writes a second, embedding a second, hybrid recall
   p50/p95 at 10k and 100k memories, and recall@5 on a generated set of
   paraphrased needles (hybrid against vector-only and keyword-only), and the
-  answer latency with fact extraction off and on (it runs after the answer).
+  answer latency with fact extraction off and on (it runs after the answer);
+  memory_container_* (alone: `--memory-container`): recall p50/p95 inside the
+  agent image with one CPU.
 """
 
 from __future__ import annotations
@@ -339,6 +341,50 @@ def memory_bench(sizes: tuple[int, ...] = (10_000, 100_000)) -> dict[str, float]
     return results
 
 
+CONTAINER_RECALL = r"""
+import json, random, sys, tempfile, time
+from pathlib import Path
+from den.api.agentfile import MemorySpec
+from den.runtime.memory.agent import AgentMemory
+from den.runtime.memory.embed import WordLlamaEmbedder
+names, needles, filler = json.loads(sys.argv[1])
+rng, out, embedder = random.Random(7), {}, WordLlamaEmbedder()
+for size in json.loads(sys.argv[2]):
+    memory = AgentMemory(Path(tempfile.mkdtemp()) / "m.db", MemorySpec(), embedder)
+    records, questions = [], []
+    for n in names:
+        for statement, question in needles:
+            records.append({"type": "memory", "id": len(records) + 1, "kind": "memo", "text": statement.format(n=n)})
+            questions.append(question.format(n=n))
+    while len(records) < size:
+        text = rng.choice(filler).format(d="Monday", k=rng.randint(1, 999))
+        records.append({"type": "memory", "id": len(records) + 1, "kind": "memo", "text": f"{rng.choice(names)}: {text}"})
+    memory.store.import_records(records)
+    memory.index_pending()
+    latencies = []
+    for q in questions * 3:
+        start = time.perf_counter()
+        memory.recall(q, 10)
+        latencies.append((time.perf_counter() - start) * 1000)
+    latencies.sort()
+    out[f"memory_container_recall_{size // 1000}k_p50_ms"] = latencies[len(latencies) // 2]
+    out[f"memory_container_recall_{size // 1000}k_p95_ms"] = latencies[int(len(latencies) * 0.95)]
+    memory.close()
+print(json.dumps(out))
+"""
+
+
+def memory_bench_in_container(sizes: tuple[int, ...] = (10_000, 100_000), cpus: float = 1.0) -> dict[str, float]:
+    """Recall p50/p95 inside den-runtime:latest with a CPU limit (the agent's own Python and SQLite)."""
+    data = json.dumps([NAMES, NEEDLES, FILLER])
+    done = subprocess.run(["docker", "run", "--rm", f"--cpus={cpus}", "--memory=768m", "--label", "den.dev/bench=1",
+                           "--entrypoint", "python", "den-runtime:latest", "-c", CONTAINER_RECALL, data,
+                           json.dumps(list(sizes))], capture_output=True, text=True, timeout=1200)
+    if done.returncode != 0:
+        raise RuntimeError(f"the in-container memory bench failed: {done.stderr[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 def answer_latency_with_memory(turns: int = 60) -> dict[str, float]:
     """p50 of a chat completion (the agent straight to the scripted model, real HTTP on loopback,
     all in this process) with fact extraction off and on, turns back to back (the extraction of
@@ -376,6 +422,8 @@ def answer_latency_with_memory(turns: int = 60) -> dict[str, float]:
 def main() -> int:
     if "--memory" in sys.argv:
         return report(memory_bench())
+    if "--memory-container" in sys.argv:  # needs the Docker lock and den-runtime:latest built from this tree
+        return report(memory_bench_in_container())
     home = Path(tempfile.mkdtemp(prefix="den-bench-"))
     env = {**os.environ, "DEN_HOME": str(home), "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
     name = f"bench-{uuid.uuid4().hex[:6]}"
@@ -414,6 +462,7 @@ def main() -> int:
         subprocess.run([*DEN, "operator", "stop"], env=env, capture_output=True)
         results.update(fleet(home, env))
         results.update(memory_bench())
+        results.update(memory_bench_in_container())
     finally:
         subprocess.run([*DEN, "destroy", name, "--yes"], env=env, capture_output=True)
         subprocess.run([*DEN, "operator", "stop"], env=env, capture_output=True)
