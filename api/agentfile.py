@@ -205,6 +205,13 @@ class ModelSpec(_Model):
         description="An OpenAI-compatible endpoint to use instead of the provider's default.",
         examples=["http://host.docker.internal:11434/v1"],
     )
+    context_window: int | None = Field(
+        None, ge=256, le=10_000_000,
+        description="The model's context window in tokens. Den keeps every request within it (oldest turns "
+                    "are summarized into memory and left out; the completion gets at most a quarter). "
+                    "Default: 8192 for the prompt budget.",
+        examples=[128000],
+    )
 
     @field_validator("provider", "name")
     @classmethod
@@ -241,6 +248,10 @@ class IdentitySpec(_Model):
     personality: PersonalitySpec = Field(default_factory=PersonalitySpec)
 
 
+#: Where the postgres memory backend finds its server (a runtime.env entry).
+MEMORY_DSN_ENV = "DEN_MEMORY_DSN"
+
+
 class MemoryBackend(str, Enum):
     sqlite = "sqlite"
     postgres = "postgres"
@@ -249,24 +260,25 @@ class MemoryBackend(str, Enum):
 class MemorySpec(_Model):
     """Long-term memory, kept on the agent's volume."""
 
-    backend: MemoryBackend = Field(MemoryBackend.sqlite, description="sqlite or postgres.")
-    semantic_recall: bool = Field(True, description="Planned: recall memories by meaning as well as keywords (accepted, not used yet).")
-    fact_extraction: bool = Field(True, description="Planned: extract durable facts from conversations (accepted, not used yet).")
-    max_context_memories: int = Field(
-        10, ge=0, description="How many recalled memories are injected into each turn."
+    backend: MemoryBackend = Field(
+        MemoryBackend.sqlite,
+        description="sqlite (on the agent's volume) or postgres (PostgreSQL with pgvector at runtime.env.DEN_MEMORY_DSN).",
     )
-
-    @field_validator("backend")
-    @classmethod
-    def _backend_available(cls, value: str) -> str:
-        # postgres stays in the enum (and the CRD) for the memory work; until it lands, refuse it
-        # rather than accept it and keep the memories in SQLite.
-        if value == MemoryBackend.postgres.value:
-            raise ValueError(
-                "postgres is not available yet: memories are kept in SQLite on the agent's volume; "
-                "use backend: sqlite (or leave backend out)"
-            )
-        return value
+    semantic_recall: bool = Field(
+        True, description="Recall memories by meaning as well as keywords (vectors and FTS5, fused) on every turn."
+    )
+    fact_extraction: bool = Field(
+        True, description="After each turn, ask the model for durable facts and keep them (superseded facts keep their history)."
+    )
+    max_context_memories: int = Field(
+        10, ge=0, le=100, description="How many recalled memories are injected into each turn."
+    )
+    embedding_model: str = Field(
+        "wordllama", min_length=1, max_length=200,
+        description="wordllama (built in, no download) or a provider embedding model called through the "
+                    "model gateway, e.g. text-embedding-3-small. Changing it re-embeds in the background.",
+        examples=["text-embedding-3-small"],
+    )
 
 
 class CustomToolSpec(_Model):
@@ -457,6 +469,12 @@ class AgentSpec(_Model):
                         ("loops", li, "tools", ti),
                         f"tool {tool!r} is not in the agent's tools {sorted(listed)}",
                     )
+        if self.memory.backend == MemoryBackend.postgres.value and not self.runtime.env.get(MEMORY_DSN_ENV):
+            raise _located(
+                ("memory", "backend"),
+                f"postgres needs runtime.env.{MEMORY_DSN_ENV}: a postgresql:// URL of a server with pgvector, "
+                f"e.g. {MEMORY_DSN_ENV}: ${{PG_DSN}}",
+            )
         loop_types = {loop.type for loop in self.loops}
         for ci, entry in enumerate(self.cron):
             if entry.loop is not None and entry.loop not in loop_types:

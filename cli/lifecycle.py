@@ -463,6 +463,26 @@ def api(
     typer.echo(info["curl"])
 
 
+def _memory_stats(agent: Any) -> dict[str, Any]:
+    """Counts by kind, facts and size of the agent's memory, asked of the running agent."""
+    import httpx
+
+    from den.operator.secrets import read_token
+
+    endpoint = agent.status.endpoint if agent.status else None
+    if not endpoint:
+        return {"error": "the agent is not serving: its memory is on its volume, shown while it runs"}
+    token = read_token(agent)
+    try:
+        response = httpx.get(f"{endpoint}/den/v1/memory/stats", timeout=5,
+                             headers={"Authorization": f"Bearer {token}"} if token else {})
+    except httpx.HTTPError as exc:
+        return {"error": f"cannot reach the agent: {type(exc).__name__}"}
+    if response.status_code != 200:
+        return {"error": f"the agent answered {response.status_code}"}
+    return response.json()
+
+
 @app.command()
 def inspect(
     name: str = typer.Argument(..., help="Agent name."),
@@ -507,6 +527,7 @@ def inspect(
         })
     emit({
         "agent": agent.manifest(),
+        "memory": _memory_stats(agent),
         "deliveredEnv": env,
         "deliveredEnvNote": f"inside the agent (its env file); {TOKEN_ENV} is its API token",
         "gatewayOnly": {key_name: "held by the model gateway, never delivered to the agent"

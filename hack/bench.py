@@ -18,6 +18,14 @@ Writes bench/results/<UTC time>.json and bench/results/latest.json and prints a 
 - image_runtime_mb / image_gateway_mb / image_egress_mb: the three images' sizes;
 - fleet_*: 50 agents applied at once (one directory, the operator running) until
   all are Ready, and the memory all their containers use then.
+- memory_* (also alone: `python hack/bench.py --memory`): in this process on the
+  host (not in a CPU-limited container), the agent's memory store with the
+  wordllama embedder: durable writes a second, embedding a second, hybrid recall
+  p50/p95 at 10k and 100k memories, and recall@5 on a generated set of
+  paraphrased needles (hybrid against vector-only and keyword-only), and the
+  answer latency with fact extraction off and on (it runs after the answer);
+  memory_container_* (alone: `--memory-container`): recall p50/p95 inside the
+  agent image with one CPU.
 """
 
 from __future__ import annotations
@@ -43,6 +51,8 @@ GOALS = {
     "fleet_all_ready_s": "<= 60 (50 agents, 2 cores)",
     "api_added_p50_ms": "<= 3",
     "api_added_p99_ms": "<= 10",
+    "memory_recall_100k_p95_ms": "<= 20",
+    "memory_container_recall_100k_p95_ms": "<= 20",
 }
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -262,7 +272,161 @@ def fleet(home: Path, env: dict[str, str], count: int = 50) -> dict[str, float]:
             "fleet_memory_per_agent_mb": memory / count}
 
 
+# -- memory ------------------------------------------------------------------------------------
+
+NAMES = ["Ada", "Bruno", "Chiara", "Dmitri", "Elena", "Farid", "Greta", "Hiro", "Ines", "Jonas", "Kemal",
+         "Lucia", "Mateo", "Nadia", "Oskar", "Priya", "Quentin", "Rosa", "Soren", "Tamar"]
+#: (what is remembered, how it is asked later: other words for the same thing)
+NEEDLES = [
+    ("{n} keeps a small grey cat called Pepper at home", "what pet does {n} have"),
+    ("{n} drives an old red Volvo to the office", "which car does {n} commute in"),
+    ("{n} is allergic to peanuts and shellfish", "what food can {n} not eat"),
+    ("{n} was born in Porto and grew up near the sea", "where is {n} from originally"),
+    ("{n} plays the cello in an amateur orchestra", "which musical instrument does {n} play"),
+    ("{n} prefers green tea over coffee in the morning", "what does {n} like to drink at breakfast"),
+    ("{n} works as a nurse at the city hospital", "what is the job of {n}"),
+    ("{n} runs a marathon every spring", "what sport does {n} do"),
+]
+FILLER = ["the weekly report was sent on {d}", "a meeting about the budget moved to {d}",
+          "the printer on floor {k} is out of toner", "release {k} shipped with {k} fixes",
+          "lunch on {d} was pasta with friends", "the train to the coast left at {k} o'clock"]
+
+
+def memory_bench(sizes: tuple[int, ...] = (10_000, 100_000)) -> dict[str, float]:
+    """Write throughput, recall latency and recall@5 of the agent memory (module docstring)."""
+    import random
+
+    from den.api.agentfile import MemorySpec
+    from den.runtime.memory.agent import AgentMemory
+    from den.runtime.memory.embed import WordLlamaEmbedder
+
+    rng = random.Random(7)
+    results: dict[str, float] = {}
+    folder = Path(tempfile.mkdtemp(prefix="den-bench-memory-"))
+    embedder = WordLlamaEmbedder()
+    memory = AgentMemory(folder / "writes.db", MemorySpec(), embedder)
+    start = time.perf_counter()
+    for i in range(300):
+        memory.store.add(f"note {i}: " + FILLER[i % len(FILLER)].format(d="Monday", k=i))
+    results["memory_write_per_s"] = 300 / (time.perf_counter() - start)
+    memory.close()
+    for size in sizes:
+        memory = AgentMemory(folder / f"recall-{size}.db", MemorySpec(), embedder)
+        needles = {}
+        records = []
+        for n in NAMES:
+            for statement, question in NEEDLES:
+                records.append({"type": "memory", "id": len(records) + 1, "kind": "memo",
+                                "text": statement.format(n=n)})
+                needles[len(records)] = question.format(n=n)
+        while len(records) < size:
+            text = rng.choice(FILLER).format(d=rng.choice(["Monday", "Friday", "May 3"]), k=rng.randint(1, 999))
+            records.append({"type": "memory", "id": len(records) + 1, "kind": "memo",
+                            "text": f"{rng.choice(NAMES)}: {text}"})
+        memory.store.import_records(records)
+        start = time.perf_counter()
+        memory.index_pending()
+        results[f"memory_embed_{size // 1000}k_per_s"] = size / (time.perf_counter() - start)
+        questions = list(needles.items())
+        for mode in ("hybrid", "vector", "keyword"):
+            hits = sum(1 for target, q in questions if target in [m.id for m in memory.recall(q, 5, mode=mode)])
+            results[f"memory_recall_at5_{mode}_{size // 1000}k"] = hits / len(questions)
+        latencies = []
+        for _ in range(3):
+            for _, q in questions:
+                start = time.perf_counter()
+                memory.recall(q, 10)
+                latencies.append((time.perf_counter() - start) * 1000)
+        results[f"memory_recall_{size // 1000}k_p50_ms"] = percentile(latencies, 0.5)
+        results[f"memory_recall_{size // 1000}k_p95_ms"] = percentile(latencies, 0.95)
+        memory.close()
+    results.update(answer_latency_with_memory())
+    return results
+
+
+CONTAINER_RECALL = r"""
+import json, random, sys, tempfile, time
+from pathlib import Path
+from den.api.agentfile import MemorySpec
+from den.runtime.memory.agent import AgentMemory
+from den.runtime.memory.embed import WordLlamaEmbedder
+names, needles, filler = json.loads(sys.argv[1])
+rng, out, embedder = random.Random(7), {}, WordLlamaEmbedder()
+for size in json.loads(sys.argv[2]):
+    memory = AgentMemory(Path(tempfile.mkdtemp()) / "m.db", MemorySpec(), embedder)
+    records, questions = [], []
+    for n in names:
+        for statement, question in needles:
+            records.append({"type": "memory", "id": len(records) + 1, "kind": "memo", "text": statement.format(n=n)})
+            questions.append(question.format(n=n))
+    while len(records) < size:
+        text = rng.choice(filler).format(d="Monday", k=rng.randint(1, 999))
+        records.append({"type": "memory", "id": len(records) + 1, "kind": "memo", "text": f"{rng.choice(names)}: {text}"})
+    memory.store.import_records(records)
+    memory.index_pending()
+    latencies = []
+    for q in questions * 3:
+        start = time.perf_counter()
+        memory.recall(q, 10)
+        latencies.append((time.perf_counter() - start) * 1000)
+    latencies.sort()
+    out[f"memory_container_recall_{size // 1000}k_p50_ms"] = latencies[len(latencies) // 2]
+    out[f"memory_container_recall_{size // 1000}k_p95_ms"] = latencies[int(len(latencies) * 0.95)]
+    memory.close()
+print(json.dumps(out))
+"""
+
+
+def memory_bench_in_container(sizes: tuple[int, ...] = (10_000, 100_000), cpus: float = 1.0) -> dict[str, float]:
+    """Recall p50/p95 inside den-runtime:latest with a CPU limit (the agent's own Python and SQLite)."""
+    data = json.dumps([NAMES, NEEDLES, FILLER])
+    done = subprocess.run(["docker", "run", "--rm", f"--cpus={cpus}", "--memory=768m", "--label", "den.dev/bench=1",
+                           "--entrypoint", "python", "den-runtime:latest", "-c", CONTAINER_RECALL, data,
+                           json.dumps(list(sizes))], capture_output=True, text=True, timeout=1200)
+    if done.returncode != 0:
+        raise RuntimeError(f"the in-container memory bench failed: {done.stderr[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def answer_latency_with_memory(turns: int = 60) -> dict[str, float]:
+    """p50 of a chat completion (the agent straight to the scripted model, real HTTP on loopback,
+    all in this process) with fact extraction off and on, turns back to back (the extraction of
+    the previous turn competes for the CPU and the store) and paced 100 ms apart."""
+    import httpx
+
+    from den.api.resource import Agent
+    from den.runtime.app import create_app
+    from den.runtime.scripted_model import create_scripted_app
+
+    results: dict[str, float] = {}
+    with _Served(create_scripted_app()) as model_url:
+        for extraction in (False, True):
+            agent = Agent.model_validate({
+                "apiVersion": "den.dev/v1alpha1", "kind": "Agent",
+                "metadata": {"name": "bench-memory", "namespace": "default", "generation": 1},
+                "spec": {"model": {"provider": "openai", "name": "scripted", "base_url": f"{model_url}/v1"},
+                         "memory": {"fact_extraction": extraction}}})
+            home = Path(tempfile.mkdtemp(prefix="den-bench-answer-"))
+            with _Served(create_app(agent, env={"DEN_API_TOKEN": "den_bench"}, home=home)) as url, \
+                    httpx.Client(timeout=30, headers={"Authorization": "Bearer den_bench"}) as client:
+                key = "on" if extraction else "off"
+                for pace, label in ((0.0, "back_to_back"), (0.1, "paced")):
+                    latencies = []
+                    for n in range(turns):
+                        body = {"messages": [{"role": "user", "content": f"My project {n} is codenamed Falcon {n}."}]}
+                        start = time.perf_counter()
+                        client.post(f"{url}/v1/chat/completions", json=body).raise_for_status()
+                        latencies.append((time.perf_counter() - start) * 1000)
+                        time.sleep(pace)  # paced: the background work of a turn is done before the next
+                    results[f"memory_answer_p50_ms_extraction_{key}_{label}"] = percentile(latencies[5:], 0.5)
+    return results
+
+
 def main() -> int:
+    if "--memory" in sys.argv:
+        return report(memory_bench())
+    if "--memory-container" in sys.argv:  # needs the Docker lock and den-runtime:latest built from this tree
+        return report(memory_bench_in_container())
     home = Path(tempfile.mkdtemp(prefix="den-bench-"))
     env = {**os.environ, "DEN_HOME": str(home), "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
     name = f"bench-{uuid.uuid4().hex[:6]}"
@@ -303,10 +467,16 @@ def main() -> int:
         subprocess.run([*DEN, "destroy", name, "--yes"], env=env, capture_output=True)
         subprocess.run([*DEN, "operator", "stop"], env=env, capture_output=True)
         results.update(fleet(home, env))
+        results.update(memory_bench())
+        results.update(memory_bench_in_container())
     finally:
         subprocess.run([*DEN, "destroy", name, "--yes"], env=env, capture_output=True)
         subprocess.run([*DEN, "operator", "stop"], env=env, capture_output=True)
         subprocess.run(["docker", "rm", "-f", "den-gateway", "den-egress"], capture_output=True)  # this bench's
+    return report(results)
+
+
+def report(results: dict[str, float]) -> int:
     RESULTS.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     record = {"time": stamp, "machine": {"cpus": os.cpu_count()},

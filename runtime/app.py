@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import os
 from collections.abc import AsyncIterator, Iterable, Mapping
@@ -57,8 +59,13 @@ def create_app(agent: Agent, *, env: Mapping[str, str] | None = None,
         try:
             yield
         finally:
+            if state.consolidator is not None:  # facts of the last turns, before the process goes
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(state.consolidator.drain(), 10)
             await state.cron.stop()
             await state.agent_loop.model.close()
+            if state.memory is not None:
+                state.memory.close()
 
     app = FastAPI(title=f"Den agent {agent.name}", version=__version__, lifespan=lifespan)
     app.state.runtime = state

@@ -30,6 +30,7 @@ def turn_meta(turn: Turn) -> dict[str, Any]:
         "steps": [step.as_dict() for step in turn.steps],
         "checks": [outcome.as_dict() for outcome in turn.checks],
         "revisions": turn.revisions,
+        "memories": list(turn.memories),
         "cost_usd": round(turn.usage.cost_usd, 6),
     }
 

@@ -43,6 +43,13 @@ Rules, in order (the *text* is the last user message's text)
    permission interceptors). A tool that is not offered falls through to 4.
 2. The last message is a tool result and no directive is left:
    ``Tool result: <content>``.
+2b. The first system message starts with ``DEN-FACT-EXTRACTION`` (Den's fact
+   extraction): a JSON ``{"facts": [...]}`` from the conversation's last
+   ``user:`` line. Each ``my <predicate> is <object>`` becomes a fact about
+   ``user``: NOOP when an existing fact (``N: subject | predicate | object``)
+   has that predicate and object, UPDATE of it when the object differs, ADD
+   otherwise; each ``forget my <predicate>`` is a DELETE of the fact with
+   that predicate.
 3. The text is ``ECHO SYSTEM``: the system prompt, verbatim (system messages
    joined by a blank line; ``(no system prompt)`` when there is none).
 4. Otherwise: ``Hello from the scripted model. You said: <text>``.
@@ -194,10 +201,42 @@ def answer(body: dict[str, Any], rules: list[Rule]) -> Answer:
             arguments = raw
         digest = hashlib.sha256(f"{name}|{arguments}|{len(messages)}".encode()).hexdigest()
         return Answer(tool_name=name, tool_arguments=arguments, tool_call_id=f"call_{digest[:24]}")
+    system = [message_text(m) for m in messages if m.get("role") in ("system", "developer")]
+    if system and system[0].startswith(FACT_MARKER):
+        return Answer(content=json.dumps({"facts": scripted_facts(text)}))
     if text.strip() == "ECHO SYSTEM":
         system = [message_text(m) for m in messages if m.get("role") in ("system", "developer")]
         return Answer(content="\n\n".join(system) if system else "(no system prompt)")
     return Answer(content=GREETING + text)
+
+
+FACT_MARKER = "DEN-FACT-EXTRACTION"
+_EXISTING_FACT = re.compile(r"^(\d+): (.+?) \| (.+?) \| (.+)$", re.M)
+_MY_FACT = re.compile(r"\bmy ([a-z][\w ]*?) is (?:now )?([^.,;!?\n]+)", re.I)
+_FORGET = re.compile(r"\bforget my ([a-z][\w ]*?)(?:[.,;!?\n]|$)", re.I)
+
+
+def scripted_facts(prompt: str) -> list[dict[str, Any]]:
+    """The fact rule (2b in the module docstring)."""
+    existing = {m.group(3).strip().lower(): (int(m.group(1)), m.group(4).strip()) for m in _EXISTING_FACT.finditer(prompt)}
+    users = [line[len("user: "):] for line in prompt.splitlines() if line.startswith("user: ")]
+    said = users[-1] if users else ""
+    facts: list[dict[str, Any]] = []
+    for found in _MY_FACT.finditer(said):
+        predicate, obj = found.group(1).strip().lower(), found.group(2).strip()
+        known = existing.get(predicate)
+        fact = {"subject": "user", "predicate": predicate, "object": obj, "confidence": 0.9}
+        if known is None:
+            facts.append({"event": "ADD", **fact})
+        elif known[1].lower() == obj.lower():
+            facts.append({"event": "NOOP", "id": known[0]})
+        else:
+            facts.append({"event": "UPDATE", "id": known[0], **fact})
+    for found in _FORGET.finditer(said):
+        known = existing.get(found.group(1).strip().lower())
+        if known is not None:
+            facts.append({"event": "DELETE", "id": known[0]})
+    return facts
 
 
 # -- embeddings ----------------------------------------------------------------

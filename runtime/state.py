@@ -33,6 +33,7 @@ class RuntimeState:
     sessions: Any = None
     interceptor: Any = None
     memory: Any = None
+    consolidator: Any = None
     runs: Any = None
     home: Path | None = None
     cost_usd: float = 0.0
@@ -53,7 +54,8 @@ class RuntimeState:
         from den.runtime.agent.model import ModelClient
         from den.runtime.agent.sessions import Sessions
         from den.runtime.cron import CronRunner, CronStore
-        from den.runtime.memos import SqliteMemos
+        from den.runtime.memory.agent import AgentMemory
+        from den.runtime.memory.consolidate import Consolidator
         from den.runtime.scheduler import TaskScheduler
         from den.runtime.tools.base import NetworkPolicy, ToolContext
         from den.runtime.tools.registry import ToolInterceptor, tools_for
@@ -64,7 +66,7 @@ class RuntimeState:
         else:
             self.sessions = Sessions(home / ".den" / "sessions.db")
         self.home = home
-        self.memory = SqliteMemos(home / ".den" / "memory.db")
+        self.memory = AgentMemory(self._memory_store(home), spec.memory, self._embedder())
         self.scheduler = TaskScheduler(home / ".den" / "schedule.db", max_tasks=spec.runtime.max_tasks,
                                        min_interval=spec.runtime.task_min_interval,
                                        reserved=lambda: {c.name for c in self.agent.spec.cron})
@@ -81,6 +83,7 @@ class RuntimeState:
         model = ModelClient(spec.model, self.env)
         checks = CheckRunner(spec.checks, model)
         self.agent_loop = AgentLoop(spec, model, self.interceptor, memory=self.memory, checks=checks)
+        self.consolidator = Consolidator(spec, self.memory, model)
         self.check_counts = checks.counts
         self.runs = LoopRunner(spec, self.agent_loop, RunStore(home / ".den" / "runs.db"))
         self.cron = CronRunner(CronStore(home / ".den" / "cron.db"), self.run_cron, memos=self.memory,
@@ -157,11 +160,40 @@ class RuntimeState:
         return Outcome(turn.content, turn.usage.prompt_tokens, turn.usage.completion_tokens,
                        turn.usage.cost_usd, failed)
 
+    def _memory_store(self, home: Path) -> Any:
+        """SQLite on the volume, or Postgres at ``DEN_MEMORY_DSN`` with ``memory.backend: postgres``."""
+        if self.agent.spec.memory.backend == "postgres":
+            from den.runtime.memory.postgres import DSN_ENV, PostgresStore
+
+            dsn = self.env.get(DSN_ENV)
+            if not dsn:
+                raise RuntimeError(f"memory.backend is postgres but {DSN_ENV} is not in the agent's environment "
+                                   "(set it in runtime.env)")
+            return PostgresStore(dsn)
+        return home / ".den" / "memory.db"
+
+    def _embedder(self) -> Any:
+        from den.runtime.memory.embed import DEFAULT_MODEL, GatewayEmbedder, WordLlamaEmbedder
+
+        spec = self.agent.spec
+        if spec.memory.embedding_model == DEFAULT_MODEL:
+            return WordLlamaEmbedder()
+        return GatewayEmbedder.from_env(spec.memory.embedding_model, spec.model.base_url, spec.model.provider,
+                                        self.env)
+
     def record_usage(self, usage: Mapping[str, Any] | None) -> None:
         if not usage:
             return
         self.prompt_tokens += int(usage.get("prompt_tokens") or 0)
         self.completion_tokens += int(usage.get("completion_tokens") or 0)
+
+    def _memory_status(self) -> dict[str, Any]:
+        if self.memory is None:
+            return {"memos": 0}
+        counts = self.memory.store.counts()
+        return {"memos": self.memory.count(), "counts": counts, "facts": len(self.memory.store.facts()),
+                "size_bytes": self.memory.store.size_bytes(),
+                "consolidation": dict(self.consolidator.counts) if self.consolidator else {}}
 
     def secrets(self) -> list[str]:
         """Values that must never appear in a log line or an error body: the ones given as
@@ -194,7 +226,7 @@ class RuntimeState:
             "checks": dict(self.check_counts),
             "sessions": self.sessions.count() if self.sessions is not None else 0,
             "tools": self.interceptor.stats() if self.interceptor is not None else {},
-            "memory": {"memos": self.memory.count() if self.memory is not None else 0},
+            "memory": self._memory_status(),
             "cron": {"declared": [c.name for c in self.agent.spec.cron],
                      "tasks": [e.name for e in self.cron.entries() if e.origin == "agent"] if self.cron else []},
         }

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from den.api.agentfile import AgentSpec
+from den.runtime.memory.budget import Budget, fit, text_tokens
 
 VERBOSITY = {
     "concise": "Be concise: answer in as few sentences as the question allows; no preamble.",
@@ -31,29 +33,48 @@ def _memo_text(memo: Any) -> str:
     return getattr(memo, "text", None) or getattr(memo, "content", None) or str(memo)
 
 
-def recalled(spec: AgentSpec, memory: Recalls | None, query: str) -> list[str]:
-    """Memories for this turn: by relevance to the question, topped up with recent ones."""
+@dataclass
+class Recalled:
+    id: int | None
+    text: str
+
+    def line(self) -> str:
+        return f"- [memory {self.id}] {self.text}" if self.id is not None else f"- {self.text}"
+
+
+def recalled(spec: AgentSpec, memory: Recalls | None, query: str, token_budget: int | None = None) -> list[Recalled]:
+    """Memories for this turn: by relevance to the question (hybrid recall when the memory has
+    it), topped up with recent ones; no more than ``max_context_memories`` and ``token_budget``."""
     limit = spec.memory.max_context_memories
     if memory is None or limit == 0:
         return []
-    found: list[str] = []
+    found: list[Recalled] = []
     if query.strip():
-        found = [_memo_text(m) for m in memory.search(query, limit)]
+        found = [Recalled(getattr(m, "id", None), _memo_text(m)) for m in memory.search(query, limit)]
     if len(found) < limit:
+        texts = {r.text for r in found}
         for memo in memory.recent(limit):
-            text = _memo_text(memo)
-            if text not in found:
-                found.append(text)
+            if _memo_text(memo) not in texts:
+                found.append(Recalled(getattr(memo, "id", None), _memo_text(memo)))
             if len(found) >= limit:
                 break
+    if token_budget is not None:
+        kept, used = [], 0
+        for item in found:
+            cost = text_tokens(item.line()) + 1
+            if used + cost > token_budget:
+                continue
+            kept.append(item)
+            used += cost
+        found = kept
     return found
 
 
-def system_message(spec: AgentSpec, memories: list[str]) -> dict[str, str]:
+def system_message(spec: AgentSpec, memories: Sequence[Recalled | str]) -> dict[str, str]:
     parts = [spec.identity.system_prompt.strip(), personality_instructions(spec)]
     if memories:
-        parts.append("Things you remember (from your memory; use them when relevant):\n"
-                     + "\n".join(f"- {m}" for m in memories))
+        lines = [m.line() if isinstance(m, Recalled) else f"- {m}" for m in memories]
+        parts.append("Things you remember (from your memory; use them when relevant):\n" + "\n".join(lines))
     return {"role": "system", "content": "\n\n".join(p for p in parts if p)}
 
 
@@ -67,13 +88,31 @@ def last_user_text(messages: list[dict[str, Any]]) -> str:
     return ""
 
 
-def build_context(spec: AgentSpec, memory: Recalls | None, conversation: list[dict[str, Any]]) -> list[dict[str, Any]]:
+@dataclass
+class Context:
+    """The messages for the model, the ids of the memories in them, and the conversation's
+    oldest messages that did not fit the window (to be summarized)."""
+
+    messages: list[dict[str, Any]]
+    memory_ids: list[int] = field(default_factory=list)
+    dropped: list[dict[str, Any]] = field(default_factory=list)
+
+
+def budget_of(spec: AgentSpec) -> Budget:
+    return Budget.of(spec.model.context_window, spec.model.max_tokens)
+
+
+def build_context(spec: AgentSpec, memory: Recalls | None, conversation: list[dict[str, Any]]) -> Context:
     """System message first, then the conversation without any system messages the client sent
-    (the agent's identity is not the client's to replace; the client's go after it).
+    (the agent's identity is not the client's to replace; the client's go after it); the oldest
+    turns are left out when the whole would not fit the model's window.
 
     Recall reads the memory store (SQLite): async callers run this in a thread."""
+    budget = budget_of(spec)
     client_system = [m for m in conversation if m.get("role") == "system"]
     rest = [m for m in conversation if m.get("role") != "system"]
-    messages = [system_message(spec, recalled(spec, memory, last_user_text(conversation)))]
-    messages += [{"role": "system", "content": m.get("content", "")} for m in client_system]
-    return messages + rest
+    memories = recalled(spec, memory, last_user_text(conversation), budget.memories)
+    head = [system_message(spec, memories)]
+    head += [{"role": "system", "content": m.get("content", "")} for m in client_system]
+    fitted = fit(head, rest, budget.prompt)
+    return Context(fitted.messages, [m.id for m in memories if m.id is not None], fitted.dropped)

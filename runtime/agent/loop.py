@@ -17,8 +17,9 @@ from typing import Any
 
 from den.api.agentfile import AgentSpec
 from den.runtime.agent.checks import CheckOutcome, CheckRunner
-from den.runtime.agent.context import build_context
+from den.runtime.agent.context import budget_of, build_context
 from den.runtime.agent.model import ModelClient, Reply, Usage
+from den.runtime.memory.budget import fit, tokens
 
 DEFAULT_MAX_STEPS = 8
 EventSink = Callable[[dict[str, Any]], Awaitable[None]]
@@ -45,6 +46,8 @@ class Turn:
     checks: list[CheckOutcome] = field(default_factory=list)
     revisions: int = 0
     model_calls: int = 0
+    memories: list[int] = field(default_factory=list)  # ids of the memories recalled into the context
+    dropped: list[dict[str, Any]] = field(default_factory=list)  # old messages left out for the window
 
 
 class AgentLoop:
@@ -87,11 +90,18 @@ class AgentLoop:
     ) -> Turn:
         """Answer the conversation. ``on_delta`` streams answer text (only when no checks
         must judge it first); ``on_event`` gets tool progress."""
-        context = await asyncio.to_thread(build_context, self.spec, self.memory, conversation)
+        built = await asyncio.to_thread(build_context, self.spec, self.memory, conversation)
+        context = built.messages
         tools = self.interceptor.offered(allowed_tools) if self.interceptor else None
         stream_to = on_delta if not self.checks else None
-        turn = Turn(content="", stop_reason="max_steps")
+        turn = Turn(content="", stop_reason="max_steps", memories=built.memory_ids, dropped=built.dropped)
+        budget = budget_of(self.spec)
         for _ in range(self.max_steps):
+            if tokens(context) > budget.prompt:  # tool results grew it past the window
+                head = [m for m in context[:1]]
+                fitted = fit(head, context[1:], budget.prompt)
+                context = fitted.messages
+                turn.dropped += fitted.dropped
             reply = await self._step(context, tools or None, stream_to)
             turn.model_calls += 1
             turn.usage.add(reply.usage)

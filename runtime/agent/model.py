@@ -120,13 +120,16 @@ class ModelClient:
             self.base_url, self.where = (model.base_url or "").rstrip("/"), f"{model.provider} at {model.base_url}"
             token = environ.get(provider_key_name(model.provider))
         self.model_id = f"{model.provider}/{model.name}"
+        # With a declared window the completion gets at most a quarter of it (the prompt the rest).
+        self.max_tokens = (min(model.max_tokens, max(16, model.context_window // 4))
+                           if model.context_window else model.max_tokens)
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._client = httpx.AsyncClient(headers=headers, timeout=httpx.Timeout(600.0, connect=10.0),
                                          trust_env=False, transport=transport)
 
     def _body(self, messages: list[dict], tools: list[dict] | None, stream: bool) -> dict[str, Any]:
         body: dict[str, Any] = {"model": self.model.name, "messages": messages,
-                                "temperature": self.model.temperature, "max_tokens": self.model.max_tokens}
+                                "temperature": self.model.temperature, "max_tokens": self.max_tokens}
         if tools:
             body["tools"] = tools
         if stream:

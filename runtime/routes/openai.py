@@ -70,6 +70,9 @@ async def _finish(state: RuntimeState, session: str | None, conversation: list[d
                   turn: Turn, fields: dict[str, Any]) -> None:
     state.record_usage(turn.usage.as_openai())
     state.cost_usd += turn.usage.cost_usd
+    if state.consolidator is not None and turn.stop_reason == "stop":
+        state.consolidator.after_turn(conversation, turn.content, turn.dropped, source=f"session:{session or '-'}",
+                                      used=turn.memories)
     if session and state.sessions is not None:
         await asyncio.to_thread(state.sessions.save, session,
                                 [*conversation, {"role": "assistant", "content": turn.content}])

@@ -37,11 +37,25 @@ class ScriptedModel:
     def requests(self) -> list[dict[str, Any]]:
         return httpx.get(f"{self.url}/requests", timeout=10).json()
 
-    def chat_bodies(self) -> list[dict[str, Any]]:
+    def all_chat_bodies(self) -> list[dict[str, Any]]:
         return [r["body"] for r in self.requests() if r["path"].endswith("/chat/completions")]
+
+    def chat_bodies(self) -> list[dict[str, Any]]:
+        """The agent's own turns (not the memory's background calls: :meth:`memory_bodies`)."""
+        return [b for b in self.all_chat_bodies() if not is_memory_call(b)]
+
+    def memory_bodies(self) -> list[dict[str, Any]]:
+        """Fact extraction and summaries, made after a turn off the response path."""
+        return [b for b in self.all_chat_bodies() if is_memory_call(b)]
 
     def clear(self) -> None:
         httpx.delete(f"{self.url}/requests", timeout=10)
+
+
+def is_memory_call(body: dict[str, Any]) -> bool:
+    messages = body.get("messages") or []
+    first = str(messages[0].get("content") or "") if messages else ""
+    return first.startswith(("DEN-FACT-EXTRACTION", "DEN-SUMMARY"))
 
 
 @pytest.fixture

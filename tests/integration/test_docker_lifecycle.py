@@ -141,15 +141,16 @@ def test_up_serves_the_openai_api_with_the_agentfile_settings(den, world, docker
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert "You said: stream please" in text
     log = httpx.get(f"{world['scripted']['host_url']}/requests").json()
-    sent = [r["body"] for r in log if r["path"].endswith("/chat/completions")]
+    sent = [r["body"] for r in log if r["path"].endswith("/chat/completions")
+            and not str(r["body"]["messages"][0].get("content")).startswith("DEN-")]  # not the memory's calls
     assert sent and all(b["messages"][0] == {"role": "system", "content": sent[0]["messages"][0]["content"]} for b in sent)
     assert "You are Test Bot." in sent[0]["messages"][0]["content"]
     assert sent[0]["temperature"] == 0.3 and sent[0]["max_tokens"] == 123
     attrs = docker_client.containers.get(f"den-{name}").attrs
     assert attrs["HostConfig"]["NanoCpus"] == 500_000_000
     assert attrs["HostConfig"]["Memory"] == 256 * 1024 * 1024
-    assert attrs["HostConfig"]["NetworkMode"] == f"container:den-{name}-net"  # its network container's namespace
     holder = docker_client.containers.get(f"den-{name}-net").attrs
+    assert attrs["HostConfig"]["NetworkMode"] == f"container:{holder['Id']}"  # its network container's namespace
     binding = holder["HostConfig"]["PortBindings"]["8800/tcp"][0]
     assert binding["HostIp"] == "127.0.0.1" and not attrs["HostConfig"]["PortBindings"]
     assert attrs["Config"]["User"] in ("10001", "den", "10001:10001")

@@ -14,7 +14,7 @@ import pytest
 from openai import OpenAI
 
 from den.runtime.scripted_model import credential_fingerprint
-from tests.integration.conftest import AUTH, TOKEN, ScriptedModel, agent_resource
+from tests.integration.conftest import AUTH, TOKEN, ScriptedModel, agent_resource, is_memory_call
 
 GATEWAY_TOKEN = "dengw_test-token"
 KEY = "sk-gateway-only-3c9e"
@@ -34,10 +34,14 @@ def gateway(scripted_model: ScriptedModel, serve_gateway):
     return started
 
 
-def agent_via(gateway, serve_runtime, **model) -> str:
+def agent_via(gateway, serve_runtime, memory: dict | None = None, **model) -> str:
     """An agent whose only credentials are its API token and its gateway token."""
     env = {"DEN_API_TOKEN": TOKEN, "DEN_GATEWAY_URL": gateway.base_url, "DEN_GATEWAY_TOKEN": GATEWAY_TOKEN}
-    return serve_runtime(agent_resource(tools=["memo_write", "memo_search"], **model), env=env)
+    agent = agent_resource(tools=["memo_write", "memo_search"], **model)
+    if memory:
+        spec = agent.spec.model_copy(update={"memory": agent.spec.memory.model_copy(update=memory)})
+        agent = agent.model_copy(update={"spec": spec})
+    return serve_runtime(agent, env=env)
 
 
 def client_of(url: str, key: str = TOKEN) -> OpenAI:
@@ -45,13 +49,14 @@ def client_of(url: str, key: str = TOKEN) -> OpenAI:
 
 
 def chat_requests(scripted: ScriptedModel) -> list[dict]:
-    return [r for r in scripted.requests() if r["path"].endswith("/chat/completions")]
+    """The agent's turns (not its memory's background calls)."""
+    return [r for r in scripted.requests() if r["path"].endswith("/chat/completions") and not is_memory_call(r["body"])]
 
 
 def test_the_openai_client_through_agent_and_gateway_plain_streamed_and_with_tools(
         gateway, serve_runtime, scripted_model) -> None:
     # The agent's own Agentfile says nothing of the upstream: the gateway decides it.
-    agent = agent_via(gateway, serve_runtime)
+    agent = agent_via(gateway, serve_runtime, memory={"fact_extraction": False})
     client = client_of(agent)
     plain = client.chat.completions.create(model="x", messages=[{"role": "user", "content": "ping"}])
     assert plain.choices[0].message.content.endswith("You said: ping")
@@ -104,7 +109,7 @@ def test_over_a_token_budget_the_agent_reports_the_refusal_and_the_ledger_surviv
     data = tmp_path / "ledger-volume"
     first = serve_gateway(data=data)
     first.write({GATEWAY_TOKEN: entry(scripted_model, budget={"tokens_per_day": 5})}, {"OPENAI_API_KEY": KEY})
-    agent = agent_via(first, serve_runtime)
+    agent = agent_via(first, serve_runtime, memory={"fact_extraction": False})  # its call would count too
     client = client_of(agent)
     assert client.chat.completions.create(model="x", messages=[{"role": "user", "content": "spend"}])
     refused = httpx.post(f"{agent}/v1/chat/completions", headers=AUTH, timeout=10,

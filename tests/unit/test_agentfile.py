@@ -120,6 +120,7 @@ def test_an_agentfile_with_only_name_and_model_gets_the_documented_defaults() ->
         "temperature": 0.7,
         "max_tokens": 4096,
         "base_url": None,
+        "context_window": None,
     }
     assert spec.identity.system_prompt == "You are a helpful assistant."
     assert (spec.identity.personality.tone, spec.identity.personality.verbosity) == (
@@ -131,6 +132,7 @@ def test_an_agentfile_with_only_name_and_model_gets_the_documented_defaults() ->
         "semantic_recall": True,
         "fact_extraction": True,
         "max_context_memories": 10,
+        "embedding_model": "wordllama",
     }
     assert (spec.tools, spec.custom_tools, spec.checks, spec.loops, spec.cron) == (
         [],

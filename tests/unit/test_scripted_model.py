@@ -278,3 +278,23 @@ def test_a_bad_chat_body_is_a_400_with_an_openai_error(client, body: bytes) -> N
     response = client.post("/v1/chat/completions", content=body, headers={"content-type": "application/json"})
     assert response.status_code == 400
     assert response.json()["error"]["type"] == "invalid_request_error"
+
+
+def test_the_fact_rule_adds_updates_skips_and_deletes_against_the_numbered_facts() -> None:
+    from den.runtime.memory.facts import prompt
+    from den.runtime.memory.store import Fact
+    from den.runtime.scripted_model import answer
+
+    known = [Fact(9, 1, "user", "city", "Lisbon", 0.9, "t"), Fact(4, 2, "user", "pet", "a cat", 0.9, "t")]
+
+    def decided(text: str) -> list[dict]:
+        body = {"messages": prompt(known, [{"role": "user", "content": "my city is Oslo (old news)"},
+                                           {"role": "user", "content": text}])}
+        return json.loads(answer(body, []).content)["facts"]
+
+    assert decided("My city is now Porto. My editor is Helix!") == [
+        {"event": "UPDATE", "id": 0, "subject": "user", "predicate": "city", "object": "Porto", "confidence": 0.9},
+        {"event": "ADD", "subject": "user", "predicate": "editor", "object": "Helix", "confidence": 0.9}]
+    assert decided("As I said, my city is Lisbon.") == [{"event": "NOOP", "id": 0}]
+    assert decided("Please forget my pet.") == [{"event": "DELETE", "id": 1}]
+    assert decided("Nice weather today.") == []
