@@ -11,10 +11,10 @@
 #   hack/build-image.sh --operator   # den-operator too (make image-operator)
 #   hack/build-image.sh --force      # rebuild even if up to date
 #
-# Up to date = every image asked for exists with a label
-# den.dev/content-hash equals the sha256 over runtime/Dockerfile,
-# pyproject.toml, this script, every *.py under den/ api/ operator/ runtime/
-# cli/, and the chosen base/mode.
+# Up to date = the image exists with a label den.dev/content-hash equal to the
+# sha256 over runtime/Dockerfile, pyproject.toml, this script, every *.py under
+# den/ api/ operator/ runtime/ cli/, and the chosen base/mode. Of the images
+# asked for, only the stale ones are built; the others are just re-tagged :latest.
 #
 # Two paths:
 #   online   when `python:3.12-slim` is present locally, or DEN_IMAGE_BASE is
@@ -122,20 +122,24 @@ current_hash() {
   docker image inspect -f '{{index .Config.Labels "den.dev/content-hash"}}' "$1" 2>/dev/null || true
 }
 
-up_to_date=$((1 - force))
-for image in "${images[@]}"; do
-  [[ "$(current_hash "$image")" == "$content_hash" ]] || up_to_date=0
+# An up-to-date image is only re-tagged :latest (cheap, idempotent); the stale ones are built.
+stale=()
+for i in "${!images[@]}"; do
+  if [[ $force == 0 && "$(current_hash "${images[i]}")" == "$content_hash" ]]; then
+    docker tag "${images[i]}" "${repos[i]}:latest"
+  else
+    stale+=("$i")
+  fi
 done
-if [[ $up_to_date == 1 ]]; then
-  for i in "${!images[@]}"; do
-    docker tag "${images[i]}" "${repos[i]}:latest"  # keep :latest pointing at this version (cheap, idempotent)
-  done
+if [[ ${#stale[@]} == 0 ]]; then
   echo "${images[*]} up to date"
   exit 0
 fi
+building=()
+for i in "${stale[@]}"; do building+=("${images[i]}"); done
 
 t_total=$SECONDS
-log "building ${images[*]} (base $base, $([[ $offline == 1 ]] && echo offline || echo online), hash ${content_hash:0:12})"
+log "building ${building[*]} (base $base, $([[ $offline == 1 ]] && echo offline || echo online), hash ${content_hash:0:12})"
 
 # --- base image (offline path) ----------------------------------------------
 if [[ $offline == 1 ]]; then
@@ -260,7 +264,7 @@ ln "$den_wheel" "$context/wheels/den/" 2>/dev/null || cp "$den_wheel" "$context/
 touch "$context/wheels/deps/.keep" "$context/wheels/gateway/.keep" "$context/wheels/operator/.keep"
 
 # --- docker build ----------------------------------------------------------------
-old_ids="$(docker image inspect -f '{{.Id}}' "${images[@]}" 2>/dev/null || true)"
+old_ids="$(docker image inspect -f '{{.Id}}' "${building[@]}" 2>/dev/null || true)"
 t=$SECONDS
 # den.dev/component is a LABEL in the Dockerfile (cached); each --label is one more
 # uncached build step with the classic builder, which builds every stage up to the target:
@@ -276,7 +280,7 @@ build() {  # build TARGET IMAGE REPO
     -t "$2" -t "$3:latest" \
     "$context"
 }
-for i in "${!targets[@]}"; do
+for i in "${stale[@]}"; do
   build "${targets[i]}" "${images[i]}" "${repos[i]}"
 done
 log "docker build done ($(elapsed $t))"
@@ -288,7 +292,7 @@ for old_id in $old_ids; do
   fi
 done
 
-for image in "${images[@]}"; do
+for image in "${building[@]}"; do
   size="$(docker image inspect -f '{{.Size}}' "$image")"
   log "built $image ($((size / 1024 / 1024)) MiB)"
 done
