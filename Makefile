@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export LITELLM_LOCAL_MODEL_COST_MAP := True
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: dev test test-unit lint crds image demo bench clean
+.PHONY: dev test test-unit lint crds image image-operator demo bench clean
 
 dev: $(STAMP) ## venv with Den installed editable, test, k8s and gateway extras
 
@@ -35,6 +35,9 @@ crds: dev ## regenerate crds/ from the pydantic models
 
 image: dev ## den-runtime and den-gateway (python:3.12-slim, or a Debian base built offline); skipped when unchanged
 	PYTHON=$(BIN)/python bash hack/build-image.sh
+
+image-operator: dev ## den-operator (the Helm chart's operator: the k8s extra) on top of the image target's two
+	PYTHON=$(BIN)/python bash hack/build-image.sh --operator
 
 demo: dev ## venv, image, the hello agent up and answering
 	bash hack/demo.sh

@@ -1,17 +1,20 @@
 #!/usr/bin/env bash
-# Build Den's two images (each also tagged :latest), sharing their layers:
-#   den-runtime:<version>  an agent (no litellm, no provider keys)
-#   den-gateway:<version>  the model gateway (litellm, the keys, the ledger)
+# Build Den's images (each also tagged :latest), sharing their layers:
+#   den-runtime:<version>   an agent (no litellm, no provider keys)
+#   den-gateway:<version>   the model gateway (litellm, the keys, the ledger)
+#   den-operator:<version>  only with --operator: the Kubernetes operator of the
+#                           Helm chart (the k8s extra: kopf, kubernetes; no litellm)
 # and, through hack/build-egress-image.sh, den-egress:latest (the egress proxy and the
 # agents' network containers: squid and nftables from Debian).
 #
-#   hack/build-image.sh            # no-op when both images are up to date
-#   hack/build-image.sh --force    # rebuild even if up to date
+#   hack/build-image.sh              # no-op when the images are up to date
+#   hack/build-image.sh --operator   # den-operator too (make image-operator)
+#   hack/build-image.sh --force      # rebuild even if up to date
 #
-# Up to date = both images exist with a label
-# den.dev/content-hash equals the sha256 over runtime/Dockerfile,
-# pyproject.toml, this script, every *.py under den/ api/ operator/ runtime/
-# cli/, and the chosen base/mode.
+# Up to date = the image exists with a label den.dev/content-hash equal to the
+# sha256 over runtime/Dockerfile, pyproject.toml, this script, every *.py under
+# den/ api/ operator/ runtime/ cli/, and the chosen base/mode. Of the images
+# asked for, only the stale ones are built; the others are just re-tagged :latest.
 #
 # Two paths:
 #   online   when `python:3.12-slim` is present locally, or DEN_IMAGE_BASE is
@@ -26,7 +29,7 @@
 #            (OFFLINE=1).
 #
 # Environment: DEN_IMAGE_BASE, PYTHON, DEN_IMAGE_REPO (default den-runtime),
-# DEN_GATEWAY_REPO (default den-gateway).
+# DEN_GATEWAY_REPO (default den-gateway), DEN_OPERATOR_REPO (default den-operator).
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -34,6 +37,7 @@ ROOT="$PWD"
 
 REPO="${DEN_IMAGE_REPO:-den-runtime}"
 GATEWAY_REPO="${DEN_GATEWAY_REPO:-den-gateway}"
+OPERATOR_REPO="${DEN_OPERATOR_REPO:-den-operator}"
 OFFLINE_BASE="den-base:bookworm"
 ONLINE_BASE="python:3.12-slim"
 BUILD_DIR="$ROOT/.den-build"
@@ -44,11 +48,13 @@ die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 elapsed() { printf '%ss' "$((SECONDS - $1))"; }
 
 force=0
+operator=0
 for arg in "$@"; do
   case "$arg" in
     --force|-f) force=1 ;;
-    -h|--help) sed -n '2,26p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
-    *) die "unknown argument: $arg (usage: $0 [--force])" ;;
+    --operator) operator=1 ;;
+    -h|--help) awk 'NR == 1 { next } /^#/ { sub(/^# ?/, ""); print; next } { exit }' "$0"; exit 0 ;;
+    *) die "unknown argument: $arg (usage: $0 [--operator] [--force])" ;;
   esac
 done
 
@@ -64,6 +70,17 @@ sys.exit("no __version__ in den/__init__.py") if not m else print(m.group(1))
 ')"
 IMAGE="$REPO:$version"
 GATEWAY_IMAGE="$GATEWAY_REPO:$version"
+OPERATOR_IMAGE="$OPERATOR_REPO:$version"
+# What to build: Dockerfile targets, their images, their repositories. The operator only
+# when asked (the test fixture's runs do not pay for it).
+targets=(runtime gateway)
+images=("$IMAGE" "$GATEWAY_IMAGE")
+repos=("$REPO" "$GATEWAY_REPO")
+if [[ $operator == 1 ]]; then
+  targets+=(operator)
+  images+=("$OPERATOR_IMAGE")
+  repos+=("$OPERATOR_REPO")
+fi
 
 # --- path: online (PyPI during build) or offline (local wheels) --------------
 if [[ -n ${DEN_IMAGE_BASE:-} ]]; then
@@ -105,17 +122,24 @@ current_hash() {
   docker image inspect -f '{{index .Config.Labels "den.dev/content-hash"}}' "$1" 2>/dev/null || true
 }
 
-if [[ $force -eq 0 && "$(current_hash "$IMAGE")" == "$content_hash" \
-      && "$(current_hash "$GATEWAY_IMAGE")" == "$content_hash" ]]; then
-  # keep :latest pointing at this version (cheap, idempotent)
-  docker tag "$IMAGE" "$REPO:latest"
-  docker tag "$GATEWAY_IMAGE" "$GATEWAY_REPO:latest"
-  echo "$IMAGE and $GATEWAY_IMAGE are up to date"
+# An up-to-date image is only re-tagged :latest (cheap, idempotent); the stale ones are built.
+stale=()
+for i in "${!images[@]}"; do
+  if [[ $force == 0 && "$(current_hash "${images[i]}")" == "$content_hash" ]]; then
+    docker tag "${images[i]}" "${repos[i]}:latest"
+  else
+    stale+=("$i")
+  fi
+done
+if [[ ${#stale[@]} == 0 ]]; then
+  echo "${images[*]} up to date"
   exit 0
 fi
+building=()
+for i in "${stale[@]}"; do building+=("${images[i]}"); done
 
 t_total=$SECONDS
-log "building $IMAGE and $GATEWAY_IMAGE (base $base, $([[ $offline == 1 ]] && echo offline || echo online), hash ${content_hash:0:12})"
+log "building ${building[*]} (base $base, $([[ $offline == 1 ]] && echo offline || echo online), hash ${content_hash:0:12})"
 
 # --- base image (offline path) ----------------------------------------------
 if [[ $offline == 1 ]]; then
@@ -167,7 +191,7 @@ export SOURCE_DATE_EPOCH="${SOURCE_DATE_EPOCH:-315532800}"
 t=$SECONDS
 context="$BUILD_DIR/context"
 rm -rf "$context"
-mkdir -p "$context/wheels/den" "$context/wheels/deps" "$context/wheels/gateway"
+mkdir -p "$context/wheels/den" "$context/wheels/deps" "$context/wheels/gateway" "$context/wheels/operator"
 cp runtime/Dockerfile "$context/Dockerfile"
 
 if [[ $offline == 1 ]]; then
@@ -175,11 +199,13 @@ if [[ $offline == 1 ]]; then
   mkdir -p "$wheels"
   rm -f "$wheels"/den_agent-*.whl
   # setuptools+wheel are cached too, so the build backend resolves offline next time.
+  extras=gateway
+  [[ $operator == 0 ]] || extras=gateway,k8s
   log "building wheels into .den-build/wheels (cache-only first)"
-  if ! "$PY" -m pip wheel "${pip_q[@]}" --no-index --find-links "$wheels" --wheel-dir "$wheels" "$src[gateway]" 2>"$BUILD_DIR/pip-offline.log"; then
+  if ! "$PY" -m pip wheel "${pip_q[@]}" --no-index --find-links "$wheels" --wheel-dir "$wheels" "$src[$extras]" 2>"$BUILD_DIR/pip-offline.log"; then
     log "cache incomplete; fetching missing wheels from the package index"
     logged "$BUILD_DIR/pip-wheel.log" \
-      "$PY" -m pip wheel "${pip_q[@]}" --find-links "$wheels" --wheel-dir "$wheels" "$src[gateway]" setuptools wheel
+      "$PY" -m pip wheel "${pip_q[@]}" --find-links "$wheels" --wheel-dir "$wheels" "$src[$extras]" setuptools wheel
   fi
   den_wheel="$(ls "$wheels"/den_agent-*.whl)"
   # The exact sets the images need (the cache may hold older versions too): the agent's,
@@ -211,9 +237,20 @@ EOF
   for w in "${gateway_wheels[@]}"; do
     ln "$w" "$context/wheels/gateway/" 2>/dev/null || cp "$w" "$context/wheels/gateway/"
   done
+  operator_note=""
+  if [[ $operator == 1 ]]; then
+    # The operator's set is computed like the gateway's: the k8s extra minus the agent's wheels.
+    mapfile -t k8s_wheels < <(resolve "$BUILD_DIR/report-operator.json" "$den_wheel[k8s]")
+    mapfile -t operator_wheels < <(comm -13 <(printf '%s\n' "${dep_wheels[@]}" | sort) <(printf '%s\n' "${k8s_wheels[@]}" | sort))
+    [[ ${#operator_wheels[@]} -gt 0 ]] || die "the operator adds no wheels: are kopf and kubernetes in the [k8s] extra?"
+    for w in "${operator_wheels[@]}"; do
+      ln "$w" "$context/wheels/operator/" 2>/dev/null || cp "$w" "$context/wheels/operator/"
+    done
+    operator_note=" + ${#operator_wheels[@]} for the operator"
+  fi
   non_manylinux=$(printf '%s\n' "${dep_wheels[@]##*/}" | grep -E 'linux_[a-z0-9_]+\.whl$' | grep -v manylinux || true)
   [[ -z $non_manylinux ]] || log "note: built locally (host-linked) wheels: ${non_manylinux//$'\n'/ }"
-  log "wheels ready: 1 + ${#dep_wheels[@]} agent dependencies + ${#gateway_wheels[@]} for the gateway ($(elapsed $t))"
+  log "wheels ready: 1 + ${#dep_wheels[@]} agent dependencies + ${#gateway_wheels[@]} for the gateway$operator_note ($(elapsed $t))"
 else
   log "building the den-agent wheel"
   rm -f "$BUILD_DIR"/wheels-online/den_agent-*.whl
@@ -224,14 +261,15 @@ else
 fi
 ln "$den_wheel" "$context/wheels/den/" 2>/dev/null || cp "$den_wheel" "$context/wheels/den/"
 # The classic builder handles empty dirs, but keep COPY sources non-empty anyway.
-touch "$context/wheels/deps/.keep" "$context/wheels/gateway/.keep"
+touch "$context/wheels/deps/.keep" "$context/wheels/gateway/.keep" "$context/wheels/operator/.keep"
 
 # --- docker build ----------------------------------------------------------------
-old_ids="$(docker image inspect -f '{{.Id}}' "$IMAGE" "$GATEWAY_IMAGE" 2>/dev/null || true)"
+old_ids="$(docker image inspect -f '{{.Id}}' "${building[@]}" 2>/dev/null || true)"
 t=$SECONDS
 # den.dev/component is a LABEL in the Dockerfile (cached); each --label is one more
-# uncached build step with the classic builder. The runtime is the last stage, so the
-# first build makes every stage; the gateway's build then finds them all in the cache.
+# uncached build step with the classic builder, which builds every stage up to the target:
+# the runtime's build makes deps, system, gateway and runtime; the gateway's then finds them
+# all in the cache; the operator (the last stage) is built only when asked.
 build() {  # build TARGET IMAGE REPO
   log "docker build --target $1 -t $2 -t $3:latest"
   docker build \
@@ -242,8 +280,9 @@ build() {  # build TARGET IMAGE REPO
     -t "$2" -t "$3:latest" \
     "$context"
 }
-build runtime "$IMAGE" "$REPO"
-build gateway "$GATEWAY_IMAGE" "$GATEWAY_REPO"
+for i in "${stale[@]}"; do
+  build "${targets[i]}" "${images[i]}" "${repos[i]}"
+done
 log "docker build done ($(elapsed $t))"
 
 # Drop the images this build replaced, if nothing else refers to them any more.
@@ -253,7 +292,7 @@ for old_id in $old_ids; do
   fi
 done
 
-for image in "$IMAGE" "$GATEWAY_IMAGE"; do
+for image in "${building[@]}"; do
   size="$(docker image inspect -f '{{.Size}}' "$image")"
   log "built $image ($((size / 1024 / 1024)) MiB)"
 done

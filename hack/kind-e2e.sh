@@ -14,14 +14,8 @@ cleanup() { kind delete cluster --name "$CLUSTER" >/dev/null 2>&1 || true; }
 trap cleanup EXIT
 
 kind create cluster --name "$CLUSTER" --wait 120s
-make -C "$ROOT" image                      # den-runtime:latest, den-gateway:latest
-# The operator image: the runtime image plus the k8s extra (not built by `make image` yet).
-docker build -t den-operator:latest -f - "$ROOT" <<'DOCKERFILE'
-FROM den-runtime:latest
-USER root
-RUN pip install --no-cache-dir "kopf>=1.37" "kubernetes>=37.0"
-USER 10001
-DOCKERFILE
+# hack/build-image.sh --operator (with the venv): den-runtime, den-gateway and den-operator :latest
+make -C "$ROOT" image-operator
 for image in den-runtime:latest den-gateway:latest den-operator:latest; do
   kind load docker-image "$image" --name "$CLUSTER"
 done

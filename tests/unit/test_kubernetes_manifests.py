@@ -8,6 +8,8 @@ The bad-Agentfile corpus is refused by the CRD's schema or by the operator's own
 
 from __future__ import annotations
 
+import json
+import re
 import subprocess
 from pathlib import Path
 
@@ -97,6 +99,14 @@ def template(helm: str, *sets: str) -> list[dict]:
     return [d for d in yaml.safe_load_all(out) if d]
 
 
+def operator_image_cmd() -> list[str]:
+    """The CMD of runtime/Dockerfile's operator stage (the den-operator image)."""
+    stage = (ROOT / "runtime" / "Dockerfile").read_text().split("AS operator\n", 1)[1]
+    cmd = json.loads(re.search(r"^CMD (\[.*\])$", stage, re.M).group(1))
+    assert cmd == ["den", "operator", "run", "--kubernetes"]
+    return cmd
+
+
 def test_the_chart_with_default_values_is_namespaced_least_privilege(helm: str) -> None:
     objects = template(helm)
     for obj in objects:
@@ -105,7 +115,9 @@ def test_the_chart_with_default_values_is_namespaced_least_privilege(helm: str) 
     assert "ClusterRole" not in kinds and "ClusterRoleBinding" not in kinds
     assert {"CustomResourceDefinition", "Deployment", "Service", "ServiceAccount", "Role"} <= set(kinds)
     operator = next(o for o in objects if o["kind"] == "Deployment" and "operator" in o["metadata"]["name"])
-    assert operator["spec"]["template"]["spec"]["containers"][0]["args"] == ["--namespace=den-system"]
+    container = operator["spec"]["template"]["spec"]["containers"][0]
+    assert "command" not in container  # the image's entry point (tini) stays PID 1
+    assert container["args"] == [*operator_image_cmd(), "--namespace=den-system"]
 
 
 def test_the_chart_with_other_values_is_valid_and_keeps_provider_keys_in_the_gateway(helm: str) -> None:
@@ -119,7 +131,7 @@ def test_the_chart_with_other_values_is_valid_and_keeps_provider_keys_in_the_gat
     gateway, operator = deployments["den-gateway"], deployments["den-den-operator"]
     assert gateway["containers"][0]["envFrom"] == [{"secretRef": {"name": "keys"}}]
     assert operator["containers"][0]["envFrom"] == [{"secretRef": {"name": "agent-env"}}]
-    assert "args" not in operator["containers"][0]  # every namespace
+    assert operator["containers"][0]["args"] == operator_image_cmd()  # every namespace
     namespaced = template(helm, "operator.watchNamespaces={team-a,team-b}")
     roles = sorted(o["metadata"]["namespace"] for o in namespaced if o["kind"] == "Role")
     assert roles == ["den-system", "team-a", "team-b"]  # the gateway Secret's Role, one per watched namespace
