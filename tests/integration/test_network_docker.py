@@ -28,7 +28,7 @@ import httpx
 import pytest
 
 from tests.conftest import serve_app
-from tests.integration.test_docker_lifecycle import gateway_ip, remove_gateway
+from tests.integration.test_docker_lifecycle import gateway_ip, remove_gateway, wait_until
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
@@ -137,16 +137,6 @@ class HostService:
 
     def close(self) -> None:
         self.sock.close()
-
-
-def wait_until(check, timeout: float = 60.0, interval: float = 0.3):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"condition not met within {timeout}s")
 
 
 @pytest.fixture(scope="module")

@@ -15,27 +15,16 @@ import json
 import os
 import subprocess
 import sys
-import time
 import uuid
 
 import pytest
 
-from tests.integration.test_docker_lifecycle import remove_gateway
+from tests.integration.test_docker_lifecycle import remove_gateway, wait_until
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
 FLEET = 100
 SLEEPER = "den-test-sleeper:latest"
-
-
-def wait_until(check, timeout: float, interval: float = 1.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"condition not met within {timeout}s")
 
 
 @pytest.fixture
