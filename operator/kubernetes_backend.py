@@ -251,6 +251,9 @@ class KubernetesReadiness:
         sts = self.kube.get(f"{apps(namespace, 'statefulsets')}/{names.container_name(name, namespace)}")
         return bool(sts and int((sts.get("status") or {}).get("readyReplicas") or 0) >= 1)
 
+    def forget(self, key: tuple[str, str]) -> None:
+        """Nothing is cached: every answer is read from the StatefulSet's status."""
+
 
 class KubernetesCredentials:
     """An agent's private environment on a cluster: its tokens are kept in its own Secret

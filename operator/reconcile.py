@@ -29,6 +29,7 @@ from den.operator.backend import Backend, PortTaken
 from den.operator.cron import CronReport, cron_status
 from den.operator.network import choose_address
 from den.operator.plan import (
+    Action,
     AgentSecrets,
     DesiredContainer,
     Observed,
@@ -72,6 +73,9 @@ class Credentials(Protocol):
 
 class Readiness(Protocol):
     def ready(self, key: Key, endpoint: str) -> bool: ...
+
+    def forget(self, key: Key) -> None:
+        """Drop what was seen of ``key``: its container was just replaced or started."""
 
 
 def set_condition(status: AgentStatus, previous: AgentStatus | None, type_: str, value: str,
@@ -215,6 +219,9 @@ class Reconciler:
     def _execute(self, agent: Agent, plan: Plan) -> None:
         for operation in plan.operations:
             self.backend.execute(operation)
+            if operation.action in (Action.create_container, Action.start_container):
+                # What the prober saw was the previous container's: a new one is probed afresh.
+                self.readiness.forget((agent.namespace, agent.name))
             self._event(agent, operation.action.value, f"{operation.target} ({operation.reason})")
 
     def _finish_delete(self, agent: Agent, destroy: bool) -> Result:

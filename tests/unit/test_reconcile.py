@@ -158,6 +158,9 @@ class AlwaysReady:
     def ready(self, key, endpoint: str) -> bool:
         return self.value
 
+    def forget(self, key) -> None:
+        pass  # answers are not cached here
+
 
 @pytest.fixture
 def world(tmp_path: Path):
@@ -408,3 +411,27 @@ def test_missing_variable_names_the_field_and_the_variable() -> None:
         resolve_env(agent, {"ONE": "1"})
     assert raised.value.variable == "TWO" and "runtime.env.B" in str(raised.value)
     assert resolve_env(agent, {"ONE": "1", "TWO": "2"}, {"TWO": "ignored"}) == {"A": "x-1", "B": "2"}
+
+
+def test_a_new_container_is_not_ready_on_what_the_previous_one_answered(tmp_path: Path) -> None:
+    """`den down` then `den up`: the prober's last answer was the old container's; the new one
+    must be probed before the agent is Running (or `den up` returns before it answers)."""
+    answers = {"ready": True}
+    prober = ReadinessProber(probe=lambda endpoint: answers["ready"])
+    store = Store(tmp_path / "state.db")
+    reconciler = Reconciler(store, FakeBackend(), credentials=FakeCredentials(), readiness=prober)
+    store.apply(make_agent())
+    reconciler.reconcile("default", "scout")
+    deadline = time.monotonic() + 5
+    while store.get("scout").status.phase != "Running" and time.monotonic() < deadline:
+        time.sleep(0.05)
+        reconciler.reconcile("default", "scout")
+    assert store.get("scout").status.phase == "Running"
+    store.apply(make_agent(desiredState="stopped"))
+    reconciler.reconcile("default", "scout")
+    answers["ready"] = False  # the new container is still starting
+    store.apply(make_agent())
+    reconciler.reconcile("default", "scout")
+    assert store.get("scout").status.phase == "Starting"
+    prober.close()
+    store.close()
