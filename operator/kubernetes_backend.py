@@ -210,8 +210,6 @@ class KubernetesBackend:
             body = render.egress_config_secret(self.operator_namespace, entries, self.egress_blocked)
             if current is not None and body["data"] == current.get("data"):
                 return
-            if current is None and not entries:
-                return  # no filtered agent yet: nothing to write
             try:
                 if current is None:
                     self.kube.create(core(self.operator_namespace, "secrets"), body)
