@@ -102,6 +102,17 @@ def ask(port: int, url: str, user: str | None = None, password: str | None = Non
         conn.close()
 
 
+def connect(port: int, target: str, user: str, password: str) -> int:
+    """The status squid answers a CONNECT with (what HTTPS clients send through HTTPS_PROXY)."""
+    import socket
+
+    token = base64.b64encode(f"{user}:{password}".encode()).decode()
+    with socket.create_connection(("127.0.0.1", port), timeout=20) as sock:
+        sock.sendall(f"CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n"
+                     f"Proxy-Authorization: Basic {token}\r\n\r\n".encode())
+        return int(sock.recv(4096).split(b" ", 2)[1])
+
+
 def test_each_agent_reaches_its_own_allowlist_only_and_nobody_gets_through_without_credentials(proxy) -> None:
     port, squid = proxy
     a, b = ("team.a", PASSWORDS["team.a"]), ("team.b", PASSWORDS["team.b"])
@@ -120,6 +131,9 @@ def test_each_agent_reaches_its_own_allowlist_only_and_nobody_gets_through_witho
     assert status == 407
     status, error, _ = ask(port, "http://a.test:80/", *a)  # the allowed name on another port
     assert status == 403 and error.startswith("ERR_DEN_BLOCKED")
+
+    assert connect(port, "a.test:8080", *a) == 200  # tunnels too: A's name for A only
+    assert connect(port, "a.test:8080", *b) == 403
 
     logs = squid.logs().decode()
     assert "team.a TCP_MISS/200 GET http://a.test:8080/" in logs  # the access log names the agent
