@@ -117,10 +117,12 @@ class Den:
 def build(kube: Kube, *, namespace: str | None = None, environ: Mapping[str, str] | None = None) -> Den:
     own = namespace or operator_namespace()
     store = KubernetesStore(kube)
-    backend = KubernetesBackend(kube, own)
+    env = os.environ if environ is None else environ
+    blocked = tuple(n.strip() for n in env.get("DEN_EGRESS_BLOCKED", "").split(",") if n.strip())
+    backend = KubernetesBackend(kube, own, egress_blocked=blocked)
     reconciler = Reconciler(
         store, backend,  # type: ignore[arg-type]  # the store adapter has the methods it uses
-        credentials=KubernetesCredentials(kube, own, os.environ if environ is None else environ),
+        credentials=KubernetesCredentials(kube, own, env),
         readiness=KubernetesReadiness(kube),
         endpoint=lambda agent, port: f"http://{names.container_name(agent.name, agent.namespace)}."
                                      f"{agent.namespace}.svc:{port}",

@@ -8,11 +8,13 @@ CreateNetwork       nothing: the agent's NetworkPolicy is written with its other
                     (observe sets ``policy_in_backend``: no Docker network, no network
                     container is planned; RemoveNetwork and ReloadContainer are nothing too)
 CreateVolume        the PVC ``home-<sts>-0``, which the StatefulSet adopts by name
-CreateContainer     apply Secret, Service, NetworkPolicy, StatefulSet (1 replica)
+CreateContainer     apply Secret, Service, NetworkPolicy, StatefulSet (1 replica); register
+                    the agent with the gateway and (``filtered``) the egress proxy
 StartContainer      apply them again (heals a deleted Service, Secret or policy; replicas 1)
 RemoveContainer     delete the StatefulSet (its pod goes; the PVC stays): stop, duplicates;
                     for a diverged config nothing: the CreateContainer after it rolls the pod
-RemoveVolume        delete the PVC and the agent's Secret, Service and NetworkPolicy (destroy)
+RemoveVolume        delete the PVC and the agent's Secret, Service and NetworkPolicy (destroy);
+                    take it out of the gateway's and the proxy's Secrets
 DeliverConfig       re-apply the agent's Secret (its manifest)
 ==================  =====================================================================
 
@@ -32,8 +34,8 @@ from typing import Any
 from den.api.contract import CONTAINER_PORT, GATEWAY_TOKEN_ENV, GATEWAY_URL_ENV, TOKEN_ENV
 from den.api.errors import Conflict, DenError
 from den.api.resource import Agent
+from den.operator import htpasswd, names
 from den.operator import kubernetes_render as render
-from den.operator import names
 from den.operator.backend import ContainerFacts, ExecResult, Stats
 from den.operator.kube import Kube, apps, core, networking
 from den.operator.plan import (
@@ -68,9 +70,12 @@ def _decode(secret: Mapping[str, Any] | None, key: str) -> str | None:
 class KubernetesBackend:
     kind = "kubernetes"
 
-    def __init__(self, kube: Kube, operator_namespace: str) -> None:
+    def __init__(self, kube: Kube, operator_namespace: str, egress_blocked: tuple[str, ...] = ()) -> None:
         self.kube = kube
         self.operator_namespace = operator_namespace
+        #: Networks the egress proxy never connects to besides loopback and link-local
+        #: (the chart's egress.blockedDestinations: the cluster's pod and service ranges).
+        self.egress_blocked = list(egress_blocked)
 
     # -- observe ----------------------------------------------------------------
 
@@ -143,12 +148,14 @@ class KubernetesBackend:
             for obj in render.agent_objects(desired, agent, self.operator_namespace):
                 self.kube.apply(_collection(obj, ns), obj)
             self._register_with_gateway(agent, desired.secrets)
+            self._register_with_egress(agent, desired.secrets)
         elif operation.action == Action.remove_volume:
             self.kube.delete(f"{core(ns, 'persistentvolumeclaims')}/{render.pvc_name(desired.name)}")
             self.kube.delete(f"{core(ns, 'secrets')}/{render.secret_name(desired)}")
             self.kube.delete(f"{core(ns, 'services')}/{desired.name}")
             self.kube.delete(f"{networking(ns)}/{desired.name}")
             self._register_with_gateway(agent, None)
+            self._register_with_egress(agent, None)
 
     # -- the gateway's agents.json ------------------------------------------------
 
@@ -180,6 +187,41 @@ class KubernetesBackend:
                 return
             except Conflict:
                 continue
+        raise DenError(f"could not update {path}: it kept changing")
+
+    # -- the egress proxy's squid.conf and passwd ---------------------------------
+
+    def _register_with_egress(self, agent: Agent, values: AgentSecrets | None) -> None:
+        """Put a filtered agent's proxy user (password hash, allowlist) into the proxy's Secret,
+        or take it out (another policy, ``values=None``); then roll the proxy when what it
+        runs on changed. Read-modify-write guarded by resourceVersion, like the gateway's."""
+        path = f"{core(self.operator_namespace, 'secrets')}/{render.EGRESS_CONFIG_SECRET}"
+        user = render.egress_user(agent)
+        password = (values.values.get(EGRESS_TOKEN_ENV) if values else None)
+        for _attempt in range(5):
+            current = self.kube.get(path)
+            clients = json.loads(_decode(current, "clients.json") or "{}")
+            entries = {u: e for u, e in clients.items() if u != user}
+            if password and str(agent.spec.runtime.network) == "filtered":
+                old = clients.get(user, {}).get("hash", "")
+                hashed = old if htpasswd.verify(password, old) else htpasswd.md5_crypt(password)
+                entries[user] = {"agent": f"{agent.namespace}/{agent.name}", "hash": hashed,
+                                 "allow": list(agent.spec.runtime.allow)}
+            body = render.egress_config_secret(self.operator_namespace, entries, self.egress_blocked)
+            if current is not None and body["data"] == current.get("data"):
+                return
+            try:
+                if current is None:
+                    self.kube.create(core(self.operator_namespace, "secrets"), body)
+                else:
+                    body["metadata"]["resourceVersion"] = current["metadata"].get("resourceVersion")
+                    self.kube.patch(path, body)
+            except Conflict:
+                continue
+            deployment = f"{apps(self.operator_namespace, 'deployments')}/{render.EGRESS}"
+            if self.kube.get(deployment) is not None:  # absent: egress.enabled=false in the chart
+                self.kube.patch(deployment, render.egress_restart_patch(render.egress_config_hash(body)))
+            return
         raise DenError(f"could not update {path}: it kept changing")
 
     # -- what the CLI asks --------------------------------------------------------
@@ -223,6 +265,10 @@ class KubernetesBackend:
         pod = f"{names.container_name(agent.name, agent.namespace)}-0"
         flags = (["-i"] if interactive else []) + (["-t"] if tty else [])
         return ["kubectl", "exec", *flags, "-n", agent.namespace, pod, "--", *command]
+
+
+#: The agent's proxy password (also inside its HTTP_PROXY URL); kept across stop/start.
+EGRESS_TOKEN_ENV = "DEN_EGRESS_TOKEN"
 
 
 def _collection(obj: Mapping[str, Any], namespace: str) -> str:
@@ -278,6 +324,11 @@ class KubernetesCredentials:
         env[GATEWAY_URL_ENV] = render.gateway_url(self.operator_namespace)
         env[GATEWAY_TOKEN_ENV] = existing.get(GATEWAY_TOKEN_ENV) or "dengw_" + random.token_urlsafe(32)
         env[TOKEN_ENV] = existing.get(TOKEN_ENV) or "den_" + random.token_urlsafe(32)
+        if str(agent.spec.runtime.network) == "filtered":
+            # its proxy credentials: the password is kept here, its hash in the proxy's Secret
+            env[EGRESS_TOKEN_ENV] = existing.get(EGRESS_TOKEN_ENV) or random.token_urlsafe(32)
+            env |= render.proxy_environment(self.operator_namespace, render.egress_user(agent),
+                                            env[EGRESS_TOKEN_ENV])
         return AgentSecrets(env)
 
     def forget(self, agent: Agent) -> None:

@@ -14,9 +14,12 @@ From the planner's :class:`~den.operator.plan.DesiredContainer` and the Agent:
 - a **NetworkPolicy** from ``runtime.network``.
 
 Every object is labelled like the Docker containers and owned by the Agent
-(garbage collection). The model gateway's objects are in the Helm chart; the
-one thing the operator writes for it is the agents Secret
-(:func:`gateway_agents_secret`).
+(garbage collection). The model gateway's and the egress proxy's objects are in
+the Helm chart; what the operator writes for them is the gateway's agents Secret
+(:func:`gateway_agents_secret`), the proxy's config Secret
+(:func:`egress_config_secret`: squid.conf and the htpasswd file of the filtered
+agents' proxy credentials) and the proxy Deployment's config checksum
+(:func:`egress_restart_patch`, which rolls the proxy pod when that Secret changes).
 """
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ from typing import Any
 from den.api.contract import CONTAINER_PORT, HOME_DIR
 from den.api.resource import Agent
 from den.operator import names
+from den.operator.htpasswd import passwd_file
+from den.operator.network import EgressClient, squid_config
 from den.operator.plan import DesiredContainer
 
 #: Where the agent's Secret is mounted.
@@ -41,6 +46,13 @@ HOME_TEMPLATE = "home"
 CLIENT_LABEL = "den.dev/client"
 GATEWAY_AGENTS_SECRET = "den-gateway-agents"
 EGRESS_PROXY_PORT = 3128
+#: The egress proxy's Deployment and Service (the chart's) and the Secret the operator writes.
+EGRESS = names.EGRESS
+EGRESS_CONFIG_SECRET = "den-egress-config"
+EGRESS_PASSWD = f"{names.EGRESS_CONFIG_MOUNT}/passwd"
+#: What the proxy never connects to on a cluster, whatever a name resolves to: loopback,
+#: link-local (cloud metadata), multicast; the chart adds the cluster's own ranges.
+EGRESS_ALWAYS_BLOCKED = ("127.0.0.0/8", "0.0.0.0/8", "169.254.0.0/16", "224.0.0.0/4", "::1", "fe80::/10")
 
 
 def selector(agent_name: str, namespace: str) -> dict[str, str]:
@@ -248,3 +260,59 @@ def gateway_agents_secret(operator_namespace: str, config: dict[str, Any]) -> di
                          "labels": {names.LABEL_COMPONENT: "gateway", names.LABEL_MANAGED_BY: names.MANAGED_BY}},
             "type": "Opaque",
             "data": {"agents.json": _b64(json.dumps(config, indent=2, sort_keys=True))}}
+
+
+# -- the egress proxy ---------------------------------------------------------------
+
+
+def egress_user(agent: Agent) -> str:
+    """The agent's proxy user name: ``<namespace>.<name>`` (a namespace has no dots, so it is unique)."""
+    return f"{agent.namespace}.{agent.name}"
+
+
+def egress_host(operator_namespace: str) -> str:
+    return f"{EGRESS}.{operator_namespace}.svc"
+
+
+def proxy_environment(operator_namespace: str, user: str, password: str) -> dict[str, str]:
+    """What sends a filtered agent's HTTP clients through the proxy, its credentials in the URL;
+    the gateway (and loopback) bypass it."""
+    proxy = f"http://{user}:{password}@{egress_host(operator_namespace)}:{EGRESS_PROXY_PORT}"
+    no_proxy = f"{names.GATEWAY}.{operator_namespace}.svc,localhost,127.0.0.1"
+    return {"HTTP_PROXY": proxy, "HTTPS_PROXY": proxy, "http_proxy": proxy, "https_proxy": proxy,
+            "NO_PROXY": no_proxy, "no_proxy": no_proxy}
+
+
+def egress_files(clients: dict[str, dict[str, Any]], blocked: list[str]) -> dict[str, str]:
+    """squid.conf and passwd from ``clients`` (user -> {agent, hash, allow})."""
+    entries = [EgressClient(agent=c["agent"], user=user, allow=tuple(c.get("allow") or ()))
+               for user, c in clients.items()]
+    conf = squid_config(entries, [*EGRESS_ALWAYS_BLOCKED, *blocked], passwd_file=EGRESS_PASSWD,
+                        access_log="stdio:/dev/stdout")
+    return {"squid.conf": conf, "passwd": passwd_file({user: c["hash"] for user, c in clients.items()})}
+
+
+def egress_config_secret(operator_namespace: str, clients: dict[str, dict[str, Any]],
+                         blocked: list[str]) -> dict[str, Any]:
+    """The proxy's Secret (password hashes, so a Secret): ``clients.json`` (the operator's
+    ledger: user -> agent, MD5-crypt hash, allowlist), ``squid.conf`` and ``passwd`` from it."""
+    files = {"clients.json": json.dumps(clients, indent=2, sort_keys=True), **egress_files(clients, blocked)}
+    return {"apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": EGRESS_CONFIG_SECRET, "namespace": operator_namespace,
+                         "labels": {names.LABEL_COMPONENT: "egress-proxy", names.LABEL_MANAGED_BY: names.MANAGED_BY}},
+            "type": "Opaque",
+            "data": {name: _b64(text) for name, text in files.items()}}
+
+
+def egress_config_hash(secret: dict[str, Any]) -> str:
+    """What the proxy runs on: squid.conf and passwd (not the ledger's formatting)."""
+    import hashlib
+
+    data = secret.get("data") or {}
+    return hashlib.sha256((data.get("squid.conf", "") + ":" + data.get("passwd", "")).encode()).hexdigest()[:32]
+
+
+def egress_restart_patch(config_hash: str) -> dict[str, Any]:
+    """A merge patch of the proxy Deployment's pod template: a new hash rolls the pod, which
+    reads the new squid.conf and passwd as it starts (no wait for the kubelet's Secret sync)."""
+    return {"spec": {"template": {"metadata": {"annotations": {names.LABEL_CONFIG_HASH: config_hash}}}}}

@@ -127,7 +127,8 @@ async def operator(cluster) -> AsyncIterator[Kube]:
     kube = Kube.connect(server=server)
     stop, ready = asyncio.Event(), asyncio.Event()
     task = asyncio.create_task(operate(kube, namespaces=["default"], server=server,
-                                       namespace=OPERATOR_NAMESPACE, environ={"SEARCH_KEY": "s3cret", "OPENAI_API_KEY": "sk-test"},
+                                       namespace=OPERATOR_NAMESPACE, environ={"SEARCH_KEY": "s3cret", "OPENAI_API_KEY": "sk-test",
+                                                "DEN_EGRESS_BLOCKED": "10.0.0.0/8, 192.168.0.0/16"},
                                        stop_flag=stop, ready_flag=ready))
     await asyncio.wait_for(ready.wait(), 10)
     try:

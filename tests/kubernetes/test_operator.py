@@ -162,6 +162,56 @@ async def test_deleting_an_agent_destroys_its_pvc_secret_and_gateway_entry(opera
     assert not [e for e in gateway["agents"].values() if e["name"] == "hello"]
 
 
+async def test_a_filtered_agent_gets_proxy_credentials_and_an_entry_in_the_proxy_config(operator):
+    """A filtered Agent: proxy variables with its own credentials in its Secret, its user and
+    allowlist in the proxy's squid.conf and passwd, the proxy Deployment rolled; deleting
+    the Agent takes it out again."""
+    from den.operator import htpasswd
+
+    kube = operator
+    deployments = apps(OPERATOR_NAMESPACE, "deployments")
+    proxy = {"apiVersion": "apps/v1", "kind": "Deployment",  # the chart's, reduced to what the operator patches
+             "metadata": {"name": "den-egress", "namespace": OPERATOR_NAMESPACE},
+             "spec": {"selector": {"matchLabels": {"den.dev/component": "egress-proxy"}},
+                      "template": {"metadata": {"labels": {"den.dev/component": "egress-proxy"}},
+                                   "spec": {"containers": [{"name": "squid", "image": "den-egress:latest"}]}}}}
+    await call(kube.create, deployments, proxy)
+    body = resource("examples/hello/Agentfile", name="fetcher")
+    body["spec"]["runtime"] |= {"network": "filtered", "allow": ["example.com", "*.wikipedia.org:443"]}
+    await call(kube.create, AGENT, body)
+    await eventually(lambda: kube.get(f"{STS}/den-fetcher"), what="the StatefulSet")
+
+    env = await secret_json(kube, "den-fetcher-env", "env.json")
+    password = env["DEN_EGRESS_TOKEN"]
+    url = f"http://default.fetcher:{password}@den-egress.{OPERATOR_NAMESPACE}.svc:3128"
+    assert env["HTTP_PROXY"] == env["HTTPS_PROXY"] == env["http_proxy"] == env["https_proxy"] == url
+    assert env["NO_PROXY"].startswith(f"den-gateway.{OPERATOR_NAMESPACE}.svc,")
+    config = await call(kube.get, f"{core(OPERATOR_NAMESPACE, 'secrets')}/den-egress-config")
+    files = {k: base64.b64decode(v).decode() for k, v in config["data"].items()}
+    user, hashed = files["passwd"].strip().split(":", 1)
+    assert user == "default.fetcher" and htpasswd.verify(password, hashed) and password not in str(files)
+    conf = files["squid.conf"]
+    assert "acl agent0 proxy_auth default.fetcher" in conf and " src " not in conf
+    assert "acl agent0_0 dstdomain -n example.com" in conf and "acl ports_443 port 443" in conf
+    assert "10.0.0.0/8" in conf and "169.254.0.0/16" in conf  # DEN_EGRESS_BLOCKED + always blocked
+    rolled = await call(kube.get, f"{deployments}/den-egress")
+    first_hash = rolled["spec"]["template"]["metadata"]["annotations"]["den.dev/config-hash"]
+
+    # the same spec again (a resync) keeps the hash: the proxy is not rolled for nothing
+    await call(kube.patch, f"{AGENT}/fetcher", {"metadata": {"labels": {"team": "a"}}})
+    await asyncio.sleep(1)
+    again = await call(kube.get, f"{core(OPERATOR_NAMESPACE, 'secrets')}/den-egress-config")
+    assert again["data"]["passwd"] == config["data"]["passwd"]
+
+    await call(kube.delete, f"{AGENT}/fetcher")
+    await eventually(lambda: kube.get(f"{AGENT}/fetcher") is None, what="the Agent gone")
+    gone = await call(kube.get, f"{core(OPERATOR_NAMESPACE, 'secrets')}/den-egress-config")
+    assert base64.b64decode(gone["data"]["passwd"]) == b""
+    assert "default.fetcher" not in base64.b64decode(gone["data"]["squid.conf"]).decode()
+    after = await call(kube.get, f"{deployments}/den-egress")
+    assert after["spec"]["template"]["metadata"]["annotations"]["den.dev/config-hash"] != first_hash
+
+
 async def test_a_deleted_statefulset_or_service_comes_back(operator):
     kube = operator
     await call(kube.create, AGENT, resource("examples/hello/Agentfile"))

@@ -8,6 +8,7 @@ The bad-Agentfile corpus is refused by the CRD's schema or by the operator's own
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 import subprocess
@@ -20,6 +21,7 @@ import yaml
 
 from den.api.loader import YamlLoader, load_paths, load_text
 from den.operator import kubernetes_render as render
+from den.operator.htpasswd import md5_crypt
 from den.operator.kopf_operator import validation_problems
 from den.operator.plan import AgentSecrets, Observed, desired_container
 
@@ -47,8 +49,11 @@ def rendered(agentfile: Path) -> list[dict]:
     observed = Observed(image_id=agent.spec.runtime.base)
     secrets = AgentSecrets({"DEN_API_TOKEN": "den_x", "DEN_GATEWAY_TOKEN": "dengw_y"})
     desired = desired_container(agent, observed, 8800, secrets)
+    clients = {render.egress_user(agent): {"agent": f"{agent.namespace}/{agent.name}", "hash": md5_crypt("pw"),
+                                           "allow": list(agent.spec.runtime.allow)}}
     return [*render.agent_objects(desired, agent, "den-system"), render.pvc(desired, agent),
-            render.gateway_agents_secret("den-system", {"agents": {}})]
+            render.gateway_agents_secret("den-system", {"agents": {}}),
+            render.egress_config_secret("den-system", clients, ["10.0.0.0/8"])]
 
 
 @pytest.mark.parametrize("agentfile", EXAMPLES, ids=lambda p: p.parent.name)
@@ -78,6 +83,66 @@ def test_network_policies_follow_runtime_network() -> None:
         peers = spec["ingress"][0]["from"]
         assert {"podSelector": {"matchLabels": {"den.dev/client": "true"}}} in peers
         assert {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "den-system"}}} in peers
+
+
+def test_the_egress_config_secret_holds_squid_conf_and_hashes_never_passwords() -> None:
+    agent = load_paths([ROOT / "examples" / "research-analyst" / "Agentfile"])[0].agent  # filtered
+    password = "the-agents-own-token"
+    env = render.proxy_environment("den-system", render.egress_user(agent), password)
+    assert env["HTTPS_PROXY"] == f"http://default.research-analyst:{password}@den-egress.den-system.svc:3128"
+    assert env["no_proxy"].split(",")[0] == "den-gateway.den-system.svc"  # the gateway is not proxied
+    clients = {"default.research-analyst": {"agent": "default/research-analyst", "hash": md5_crypt(password),
+                                            "allow": list(agent.spec.runtime.allow)}}
+    secret = render.egress_config_secret("den-system", clients, ["10.0.0.0/8"])
+    valid(secret)
+    files = {k: base64.b64decode(v).decode() for k, v in secret["data"].items()}
+    assert password not in "".join(files.values())
+    assert files["passwd"] == f"default.research-analyst:{clients['default.research-analyst']['hash']}\n"
+    assert "auth_param basic program /usr/lib/squid/basic_ncsa_auth /etc/den-egress/passwd" in files["squid.conf"]
+    assert "acl agent0 proxy_auth default.research-analyst" in files["squid.conf"]
+    assert "10.0.0.0/8" in files["squid.conf"] and "169.254.0.0/16" in files["squid.conf"]
+    same = render.egress_config_secret("den-system", json.loads(files["clients.json"]), ["10.0.0.0/8"])
+    assert render.egress_config_hash(same) == render.egress_config_hash(secret)  # stable: no needless roll
+    other = render.egress_config_secret("den-system", {}, ["10.0.0.0/8"])
+    assert render.egress_config_hash(other) != render.egress_config_hash(secret)
+    patch = render.egress_restart_patch(render.egress_config_hash(secret))
+    assert patch["spec"]["template"]["metadata"]["annotations"]["den.dev/config-hash"]
+
+
+def test_the_chart_deploys_a_hardened_egress_proxy_the_filtered_policy_lets_agents_reach(helm: str) -> None:
+    objects = template(helm)
+    proxy = next(o for o in objects if o["kind"] == "Deployment" and o["metadata"]["name"] == "den-egress")
+    pod = proxy["spec"]["template"]["spec"]
+    squid = pod["containers"][0]
+    assert squid["image"] == "den-egress:latest"
+    assert squid["securityContext"]["readOnlyRootFilesystem"] is True
+    assert squid["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] == 10002
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert pod["automountServiceAccountToken"] is False
+    config = next(v for v in pod["volumes"] if v["name"] == "config")["secret"]
+    assert config["secretName"] == render.EGRESS_CONFIG_SECRET
+    service = next(o for o in objects if o["kind"] == "Service" and o["metadata"]["name"] == "den-egress")
+    assert service["spec"]["ports"][0]["port"] == 3128
+    # the pods the filtered NetworkPolicy allows are these, in the release namespace
+    agent = load_paths([ROOT / "examples" / "research-analyst" / "Agentfile"])[0].agent
+    policy = render.network_policy(desired_container(agent, Observed(image_id="x"), 8800), agent, "den-system")
+    peers = [peer for rule in policy["spec"]["egress"] for peer in rule["to"]
+             if peer["podSelector"]["matchLabels"].get("den.dev/component") == "egress-proxy"]
+    assert peers and all(proxy["spec"]["template"]["metadata"]["labels"][k] == v
+                         for k, v in peers[0]["podSelector"]["matchLabels"].items())
+    assert peers[0]["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"] == proxy["metadata"]["namespace"]
+    operator = next(o for o in objects if o["kind"] == "Deployment" and "operator" in o["metadata"]["name"])
+    env = {e["name"]: e.get("value") for e in operator["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert "10.0.0.0/8" in env["DEN_EGRESS_BLOCKED"].split(",")
+
+    without = template(helm, "egress.enabled=false", "egress.blockedDestinations={10.96.0.0/12}")
+    for obj in without:
+        valid(obj)
+    assert not [o for o in without if o["metadata"]["name"] == "den-egress"]
+    operator = next(o for o in without if o["kind"] == "Deployment" and "operator" in o["metadata"]["name"])
+    env = {e["name"]: e.get("value") for e in operator["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["DEN_EGRESS_BLOCKED"] == "10.96.0.0/12"
 
 
 def test_the_crd_is_valid_and_the_chart_carries_the_same_one() -> None:

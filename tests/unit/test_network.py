@@ -534,3 +534,28 @@ def test_the_proxy_serves_filtered_agents_that_have_an_address():
         EgressClient("team/alice", "172.29.1.1", ("api.example.com", "*.wild.test")),
         EgressClient("default/quiet", "172.29.1.4", ()),
     ]
+
+
+def test_squid_config_by_proxy_credentials_names_users_not_addresses() -> None:
+    """The Kubernetes form: agents are proxy users (pod addresses change), the same allow rules."""
+    clients = [EgressClient("team/b", user="team.b", allow=("b.example",)),
+               EgressClient("team/a", user="team.a", allow=("*.a.example:443",))]
+    conf = squid_config(clients, ["127.0.0.0/8"], passwd_file="/etc/den-egress/passwd",
+                        access_log="stdio:/dev/stdout")
+    lines = conf.splitlines()
+    assert "auth_param basic program /usr/lib/squid/basic_ncsa_auth /etc/den-egress/passwd" in lines
+    assert "acl agent0 proxy_auth team.a  # team/a" in lines and "acl agent1 proxy_auth team.b  # team/b" in lines
+    assert not [line for line in lines if " src " in line]
+    assert "access_log stdio:/dev/stdout den" in lines
+    assert "logformat den %ts.%03tu %un %Ss/%03>Hs %rm %ru" in lines  # the log names the agent
+    access = [line for line in lines if line.startswith("http_access")]
+    # no credentials: refused (403 ERR_DEN_BLOCKED) before any rule could ask for them (407)
+    assert access[0] == "http_access deny !den_credentials"
+    assert "deny_info ERR_DEN_BLOCKED den_credentials" in lines
+    assert "http_access allow agent0 agent0_0 ports_443 !den_blocked_dst" in access
+    assert "http_access allow agent1 agent1_0 ports_80_443 !den_blocked_dst" in access
+    assert access[-1] == "http_access deny all"
+    # the Docker form of the same function is unchanged: addresses, no auth
+    docker = squid_config([EgressClient("team/a", "172.29.1.1", ("a.example",))], ["127.0.0.0/8"])
+    assert "acl agent0 src 172.29.1.1/32  # team/a" in docker and "auth_param" not in docker
+    assert "den_credentials" not in docker and "%>a" in docker
