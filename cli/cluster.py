@@ -3,6 +3,9 @@
 ``up``, ``down``, ``get``, ``status``, ``delete`` and ``destroy`` read and write Agent custom
 resources through the kubeconfig context (as kubectl reads it) instead of the local store;
 the operator in the cluster (``den operator run --kubernetes``, the Helm chart) does the rest.
+``logs`` reads the agent pod's log and ``api`` its Service and token Secret through the same
+API; ``connect`` needs a path from this machine into the cluster, so it says which
+port-forward to run (``exec`` is not there yet: ``kubectl exec``).
 ``den export NAME --kubernetes`` prints an Agent resource kubectl can apply.
 """
 
@@ -133,6 +136,84 @@ def status(namespace: str | None, output: Format) -> None:
     table(["NAMESPACE", "NAME", "PHASE", "READY", "ENDPOINT"],
           [[r["namespace"], r["name"], r["phase"], r["ready"], r["endpoint"] or "-"] for r in rows],
           empty="No agents in this cluster. Try: den --context NAME up Agentfile")
+
+
+def logs(name: str, namespace: str, *, follow: bool, tail: int | None) -> None:
+    """The agent pod's log, through the API server (as ``kubectl logs``)."""
+    import sys
+
+    from den.api.errors import DenError, NotFound
+    from den.operator.kube import core
+
+    cluster = store()
+    agent = cluster.get(name, namespace)
+    pod = f"{_service((namespace, name))}-0"
+    query = {"tailLines": str(tail)} if tail is not None else {}
+    if follow:
+        query["follow"] = "true"
+    out = sys.stdout.buffer
+    try:
+        for chunk in cluster.kube.stream(f"{core(namespace, 'pods')}/{pod}/log", query,
+                                         timeout=None if follow else 30):
+            out.write(chunk)
+            out.flush()
+    except NotFound:
+        phase = agent.status.phase if agent.status else "Pending"
+        raise DenError(f"agent {name} has no pod {pod} in namespace {namespace} (phase {phase})",
+                       hint=f"den --context {context()} up …; kubectl get pods -n {namespace}") from None
+
+
+def api_info(name: str, namespace: str) -> dict:
+    """What ``den api`` prints, for an agent in the cluster: its in-cluster endpoint, the token
+    from its Secret, and the port-forward that reaches it from outside."""
+    import base64
+    import json
+
+    from den.api.contract import TOKEN_ENV
+    from den.api.errors import DenError
+    from den.operator.kube import core
+
+    cluster = store()
+    agent = cluster.get(name, namespace)
+    service = _service((namespace, name))
+    endpoint = (agent.status.endpoint if agent.status else None) or f"http://{service}.{namespace}.svc:8800"
+    secret = cluster.kube.get(f"{core(namespace, 'secrets')}/{service}-env")
+    if secret is None:
+        raise DenError(f"agent {name} has no Secret {service}-env yet in namespace {namespace}",
+                       hint="is the operator running? kubectl get pods -n den-system; "
+                            f"kubectl describe agent {name} -n {namespace}")
+    env = json.loads(base64.b64decode((secret.get("data") or {}).get("env.json") or "e30="))
+    token = env.get(TOKEN_ENV) or ""
+    body = json.dumps({"model": name, "messages": [{"role": "user", "content": "Hello!"}]})
+    local = "http://127.0.0.1:8800"
+    return {
+        "name": name,
+        "namespace": namespace,
+        "context": context(),
+        "endpoint": endpoint,
+        "base_url": f"{endpoint}/v1",
+        "model": name,
+        "token": token,
+        "port_forward": f"kubectl --context {context()} port-forward -n {namespace} svc/{service} 8800:8800",
+        "local_base_url": f"{local}/v1",
+        "curl": f"curl -s {local}/v1/chat/completions -H 'Authorization: Bearer {token}' "
+        f"-H 'Content-Type: application/json' -d '{body}'",
+    }
+
+
+def api(name: str, namespace: str, output: Format) -> None:
+    info = api_info(name, namespace)
+    if output != Format.table:
+        emit(info, output)
+        return
+    say(f"base_url: {info['base_url']}   (inside the cluster)")
+    say(f"model:    {name}")
+    say(f"token:    {info['token']}   (send as Authorization: Bearer …; from Secret {_service((namespace, name))}-env)")
+    say(f"status:   {info['endpoint']}/den/v1/status")
+    say("from this machine, first run (it keeps running):")
+    typer.echo(f"  {info['port_forward']}")
+    say(f"then use base_url {info['local_base_url']}:")
+    typer.echo(info["curl"])
 
 
 def export_document(agent) -> str:

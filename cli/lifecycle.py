@@ -370,7 +370,14 @@ def logs(
       den logs research-analyst --tail 20
 
       den logs research-analyst -f
+
+      den --context kind-dev logs research-analyst --tail 50   (the pod's log, as kubectl logs)
     """
+    from den.cli import cluster
+
+    if cluster.context():
+        cluster.logs(name, namespace, follow=follow, tail=tail)
+        return
     from den.operator.docker_backend import DockerBackend
     from den.operator.store import open_store
 
@@ -430,7 +437,14 @@ def api(
       den api research-analyst
 
       den api research-analyst -o json | jq -r .base_url
+
+      den --context kind-dev api research-analyst   (in-cluster URL, token, port-forward line)
     """
+    from den.cli import cluster
+
+    if cluster.context():
+        cluster.api(name, namespace, output)
+        return
     from den.api.errors import DenError
     from den.operator.store import open_store
 

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any
+from collections.abc import Iterator
+from typing import Any, NoReturn
 
 from den.api.errors import AlreadyExists, BackendUnavailable, Conflict, DenError, NotFound
 
@@ -90,28 +91,32 @@ class Kube:
         except Exception as exc:  # refused, DNS, TLS: urllib3's errors
             raise BackendUnavailable(f"cannot reach the Kubernetes API at {self.server}: {exc}") from None
         if status >= 400:
-            message = data.decode(errors="replace") if isinstance(data, bytes) else str(data)
-            try:
-                message = json.loads(message).get("message") or message
-            except (ValueError, AttributeError):
-                pass
-            message = message.splitlines()[0] if message else ""
-            if status == 404:
-                raise NotFound(f"{path}: {message}")
-            if status == 409:
-                raise (AlreadyExists if method == "POST" else Conflict)(f"{path}: {message}")
-            raise KubeError(status, f"{method} {path}: {message}")
+            _fail(method, path, status, data)
         return json.loads(data) if data else None
 
     def raw(self, path: str, query: dict[str, str] | None = None) -> bytes:
         """A GET whose answer is not JSON (pod logs)."""
+        return b"".join(self.stream(path, query, timeout=30))
+
+    def stream(self, path: str, query: dict[str, str] | None = None, *,
+               timeout: float | None = None) -> Iterator[bytes]:
+        """A GET whose answer is not JSON, chunk by chunk as the server sends it (``follow``
+        logs); ``timeout`` None waits as long as the server keeps the answer open."""
+        from kubernetes.client.exceptions import ApiException
+
         method_, url, headers, _payload, _post = self.api_client.param_serialize(
             "GET", path, query_params=list((query or {}).items()), auth_settings=["BearerToken"])
-        response = self.api_client.call_api(method_, url, header_params=headers, _request_timeout=30)
-        response.read()
+        try:
+            response = self.api_client.call_api(method_, url, header_params=headers, _request_timeout=timeout)
+        except ApiException as exc:
+            _fail("GET", path, exc.status or 0, exc.body or b"")
+        except Exception as exc:  # refused, DNS, TLS: urllib3's errors
+            raise BackendUnavailable(f"cannot reach the Kubernetes API at {self.server}: {exc}") from None
         if response.status >= 400:
-            raise KubeError(response.status, f"GET {path}")
-        return response.data
+            response.read()
+            _fail("GET", path, response.status, response.data)
+        body = response.response  # urllib3's, unread (the client never preloads)
+        yield from body.stream(None if body.chunked else 1024)
 
     # -- verbs ------------------------------------------------------------------
 
@@ -153,6 +158,21 @@ class Kube:
             return self.create(collection, body)
         except AlreadyExists:
             return self.patch(f"{collection}/{name}", body)
+
+
+def _fail(method: str, path: str, status: int, data: Any) -> NoReturn:
+    """Raise the error an API answer of ``status`` >= 400 means (its message, one line)."""
+    message = data.decode(errors="replace") if isinstance(data, bytes) else str(data)
+    try:
+        message = json.loads(message).get("message") or message
+    except (ValueError, AttributeError):
+        pass
+    message = message.splitlines()[0] if message else ""
+    if status == 404:
+        raise NotFound(f"{path}: {message}")
+    if status == 409:
+        raise (AlreadyExists if method == "POST" else Conflict)(f"{path}: {message}")
+    raise KubeError(status, f"{method} {path}: {message}")
 
 
 def core(namespace: str, plural: str) -> str:

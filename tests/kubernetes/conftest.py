@@ -36,7 +36,7 @@ RESOURCES = {
     "v1/secrets": dict(namespaced=True, kind="Secret", verbs=["list", "get"]),
     "v1/persistentvolumeclaims": dict(namespaced=True, kind="PersistentVolumeClaim", verbs=["list", "get"]),
     "v1/namespaces": dict(namespaced=False, kind="Namespace", verbs=["list", "watch", "get"]),
-    "v1/pods": dict(namespaced=True, kind="Pod", verbs=["list", "get"]),
+    "v1/pods": dict(namespaced=True, kind="Pod", verbs=["list", "get"], subresources=["log"]),
     "v1/events": dict(namespaced=True, kind="Event", verbs=["create"]),
     "networking.k8s.io/v1/networkpolicies": dict(namespaced=True, kind="NetworkPolicy", verbs=["list", "get"]),
     "apiextensions.k8s.io/v1/customresourcedefinitions": dict(namespaced=False, kind="CustomResourceDefinition",
@@ -66,12 +66,39 @@ _VERSIONS = itertools.count(1)
 class Cluster(kmock.KubernetesEmulator):
     """kmock plus the server-written fields kopf and Den rely on: uid, creationTimestamp,
     a resourceVersion bumped on every write (a stale one is a 409 Conflict), and a generation
-    bumped when the spec changes."""
+    bumped when the spec changes; and a pod's ``log`` subresource (kmock has none): what a test,
+    playing the kubelet, put in ``pod_logs[namespace, pod]``, for a pod that exists (else 404),
+    the last ``tailLines`` of it; ``follow`` answers chunked, as the kubelet does, and ends
+    with what is there (the emulated container has exited)."""
+
+    #: (namespace, pod name) -> the container's output so far.
+    pod_logs: dict[tuple[str, str], str]
 
     async def _handle(self, request):  # type: ignore[override]
+        if request.subresource == "log" and request.resource is not None and request.resource.plural == "pods":
+            return await self._log(request)
         if request.resource is not None and request.action is not None:
             self._stamp(request)
         return await super()._handle(request)
+
+    async def _log(self, request):
+        from aiohttp import web
+
+        key = (request.resource, request.namespace, request.name)
+        if key not in self.objects or self.objects[key].deleted:
+            return web.json_response({"kind": "Status", "status": "Failure", "reason": "NotFound", "code": 404,
+                                      "message": f'pods "{request.name}" not found'}, status=404)
+        lines = self.pod_logs.get((request.namespace, request.name), "").splitlines(keepends=True)
+        if request.params.get("tailLines"):
+            lines = lines[-int(request.params["tailLines"]):] if int(request.params["tailLines"]) else []
+        response = web.StreamResponse(headers={"Content-Type": "text/plain"})
+        if request.params.get("follow") == "true":
+            response.enable_chunked_encoding()
+        await response.prepare(request._raw_request)
+        for line in lines:
+            await response.write(line.encode())
+        await response.write_eof()
+        return response
 
     def _stamp(self, request) -> None:
         data, version = request.data, str(next(_VERSIONS))
@@ -107,6 +134,7 @@ async def cluster() -> AsyncIterator[Cluster]:
 
 
 async def _load(kmock: Cluster) -> Cluster:
+    kmock.pod_logs = {}
     for key, info in RESOURCES.items():
         kmock.resources[key] = info
     for namespace in ("default", OPERATOR_NAMESPACE):

@@ -112,3 +112,57 @@ async def test_den_operator_run_kubernetes_converges_agents_through_a_kubeconfig
         proc.terminate()
         out, _ = await asyncio.wait_for(proc.communicate(), 20)
     assert b"Traceback" not in out, out.decode()[-2000:]
+
+
+async def _applied(kube: Kube, name: str) -> dict:
+    """An Agent applied the way kubectl does; returns the Secret the operator writes for it."""
+    body = {"apiVersion": "den.dev/v1alpha1", "kind": "Agent", "metadata": {"name": name, "namespace": "default"},
+            "spec": {"model": {"provider": "openai", "name": "gpt-4o-mini"}, "runtime": {"network": "none"}}}
+    await asyncio.to_thread(kube.create, agents("default"), body)
+    return await eventually(lambda: kube.get(f"{core('default', 'secrets')}/den-{name}-env"), timeout=20,
+                            what="the agent's Secret")
+
+
+async def test_logs_reads_the_agent_pods_log_through_the_api(operator: Kube, cluster, tmp_path: Path):
+    kubeconfig(tmp_path / "kubeconfig", str(cluster.url).rstrip("/"))
+    await _applied(operator, "hello")
+    code, out = await den(tmp_path, "--context", "kmock", "logs", "hello")
+    assert code != 0 and "no pod den-hello-0 in namespace default" in out and "Traceback" not in out
+
+    # the kubelet's part: the pod runs and writes lines
+    cluster.objects["v1/pods", "default", "den-hello-0"] = {
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "den-hello-0", "namespace": "default"}}
+    lines = [json.dumps({"event": "start", "n": i}) for i in range(5)]
+    cluster.pod_logs["default", "den-hello-0"] = "".join(f"{line}\n" for line in lines)
+    code, out = await den(tmp_path, "--context", "kmock", "logs", "hello")
+    assert code == 0, out
+    assert out.splitlines() == lines
+    code, out = await den(tmp_path, "--context", "kmock", "logs", "hello", "--tail", "2", "-f")
+    assert code == 0, out
+    assert out.splitlines() == lines[-2:]
+
+    code, out = await den(tmp_path, "--context", "kmock", "logs", "nobody")
+    assert code != 0 and "nobody" in out and "Traceback" not in out
+
+
+async def test_api_prints_the_in_cluster_endpoint_the_secrets_token_and_a_port_forward(
+        operator: Kube, cluster, tmp_path: Path):
+    import base64
+
+    kubeconfig(tmp_path / "kubeconfig", str(cluster.url).rstrip("/"))
+    secret = await _applied(operator, "hello")
+    token = json.loads(base64.b64decode(secret["data"]["env.json"]))["DEN_API_TOKEN"]
+    assert token
+    code, out = await den(tmp_path, "--context", "kmock", "api", "hello", "-o", "json")
+    assert code == 0, out
+    info = json.loads(out)
+    assert info["base_url"] == "http://den-hello.default.svc:8800/v1"
+    assert info["token"] == token
+    assert info["port_forward"] == "kubectl --context kmock port-forward -n default svc/den-hello 8800:8800"
+    assert info["local_base_url"] == "http://127.0.0.1:8800/v1"
+    assert f"Bearer {token}" in info["curl"] and "127.0.0.1:8800/v1/chat/completions" in info["curl"]
+    assert not (tmp_path / "home" / "tokens").exists()  # nothing read from or written to the local store
+
+    code, out = await den(tmp_path, "api", "hello", env={"DEN_CONTEXT": "kmock"})
+    assert code == 0, out
+    assert "http://den-hello.default.svc:8800/v1" in out and token in out and "port-forward" in out
