@@ -19,8 +19,22 @@ from den.cli.main import app
 from den.cli.resources import NamespaceOption
 
 
-def _target(name: str, namespace: str) -> tuple[str, dict[str, str]]:
+def _target(name: str, namespace: str, url: str | None = None,
+            token: str | None = None) -> tuple[str, dict[str, str]]:
     from den.api.errors import DenError
+    from den.cli import cluster
+
+    if cluster.context():
+        # The agent is only reachable inside the cluster: through a port-forward the user runs.
+        info = cluster.api_info(name, namespace)
+        if not url:
+            raise DenError(f"agent {name} serves inside the cluster ({info['endpoint']}); "
+                           "den connect needs a way in from this machine",
+                           hint=f"run {info['port_forward']}\n  then den --context {cluster.context()} "
+                                f"connect {name} --url http://127.0.0.1:8800")
+        return url.rstrip("/"), {"Authorization": f"Bearer {token or info['token']}"}
+    if url:
+        return url.rstrip("/"), ({"Authorization": f"Bearer {token}"} if token else {})
     from den.operator.secrets import read_token
     from den.operator.store import open_store
 
@@ -79,6 +93,10 @@ def connect(
     name: str = typer.Argument(..., help="Agent name."),
     message: str = typer.Option(None, "--message", "-m", help="Ask one question, print the answer, exit."),
     session: str = typer.Option(None, "--session", help="Continue this conversation (default: a new one)."),
+    url: str = typer.Option(None, "--url", help="Talk to the agent at this URL (e.g. a kubectl port-forward) "
+                                                 "instead of the endpoint in its status."),
+    token: str = typer.Option(None, "--token",
+                              help="The agent's API token (default: the stored one, or with --context its Secret's)."),
     namespace: str = NamespaceOption,
 ) -> None:
     """Chat with an agent (streaming, with live tool progress).
@@ -91,10 +109,13 @@ def connect(
       den connect research-analyst
 
       den connect research-analyst -m "Summarise today's notes" > answer.txt
+
+      kubectl port-forward svc/den-research-analyst 8800:8800 &
+      den --context kind-dev connect research-analyst --url http://127.0.0.1:8800
     """
     from den.cli.output import err_console
 
-    endpoint, headers = _target(name, namespace)
+    endpoint, headers = _target(name, namespace, url, token)
     session = session or f"connect-{uuid.uuid4().hex[:12]}"
     if message is not None:
         parts: list[str] = []

@@ -166,3 +166,35 @@ async def test_api_prints_the_in_cluster_endpoint_the_secrets_token_and_a_port_f
     code, out = await den(tmp_path, "api", "hello", env={"DEN_CONTEXT": "kmock"})
     assert code == 0, out
     assert "http://den-hello.default.svc:8800/v1" in out and token in out and "port-forward" in out
+
+
+async def test_connect_says_which_port_forward_to_run_then_talks_through_it(operator: Kube, cluster, tmp_path: Path):
+    """No way into the cluster from here but the user's port-forward; the real agent runtime,
+    served on 127.0.0.1, stands where that port-forward ends, with the Secret's token."""
+    import base64
+
+    from den.api.resource import Agent
+    from den.runtime.app import create_app
+    from den.runtime.scripted_model import create_scripted_app
+    from tests.conftest import serve_app
+
+    kubeconfig(tmp_path / "kubeconfig", str(cluster.url).rstrip("/"))
+    secret = await _applied(operator, "hello")
+    token = json.loads(base64.b64decode(secret["data"]["env.json"]))["DEN_API_TOKEN"]
+    code, out = await den(tmp_path, "--context", "kmock", "connect", "hello", "-m", "hi")
+    assert code != 0 and "Traceback" not in out
+    assert "kubectl --context kmock port-forward -n default svc/den-hello 8800:8800" in out
+    assert "--url http://127.0.0.1:8800" in out
+
+    with serve_app(create_scripted_app([{"match": "hi", "reply": "hello from the cluster"}])) as model:
+        agent = Agent.model_validate({
+            "apiVersion": "den.dev/v1alpha1", "kind": "Agent", "metadata": {"name": "hello", "namespace": "default"},
+            "spec": {"model": {"provider": "openai", "name": "scripted", "base_url": f"{model}/v1"}}})
+        with serve_app(create_app(agent, env={"DEN_API_TOKEN": token, "OPENAI_API_KEY": "sk-test"},
+                                  home=tmp_path / "agent-home")) as forwarded:
+            code, out = await den(tmp_path, "--context", "kmock", "connect", "hello", "--url", forwarded, "-m", "hi")
+            assert code == 0, out
+            assert out.strip() == "hello from the cluster"
+            code, out = await den(tmp_path, "--context", "kmock", "connect", "hello", "--url", forwarded,
+                                  "--token", "wrong", "-m", "hi")
+            assert code != 0 and "401" in out
