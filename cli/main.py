@@ -52,7 +52,8 @@ def main(
     ),
     context: str = typer.Option(
         None, "--context", envvar="DEN_CONTEXT", metavar="NAME",
-        help="A kubeconfig context: up, down, get, status, delete and destroy act on that cluster's Agents.",
+        help=("A kubeconfig context: up, down, get, status, delete, destroy, logs and api act on that "
+              "cluster's Agents; connect goes through a kubectl port-forward (--url)."),
     ),
 ) -> None:
     """Den: Docker for AI agents."""
