@@ -45,7 +45,7 @@ def _target(name: str, namespace: str, url: str | None = None,
         raise DenError(f"agent {name} is not serving (phase {agent.status.phase if agent.status else 'Pending'})",
                        hint=f"den up … then den connect {name}")
     headers = {}
-    token = read_token(agent)
+    token = token or read_token(agent)
     if token:
         headers["Authorization"] = f"Bearer {token}"
     return endpoint, headers
@@ -96,7 +96,7 @@ def connect(
     url: str = typer.Option(None, "--url", help="Talk to the agent at this URL (e.g. a kubectl port-forward) "
                                                  "instead of the endpoint in its status."),
     token: str = typer.Option(None, "--token",
-                              help="The agent's API token (default: the stored one, or with --context its Secret's)."),
+                              help="The agent's API token (default: the stored one; with --context, its Secret's)."),
     namespace: str = NamespaceOption,
 ) -> None:
     """Chat with an agent (streaming, with live tool progress).
