@@ -32,11 +32,11 @@ done
 kubectl -n "$NS" wait agent --all --for=condition=Ready --timeout=300s
 kubectl -n "$NS" get agents
 
-kubectl -n "$NS" port-forward svc/den-hello 18800:8800 >/dev/null &
+kubectl -n "$NS" port-forward svc/den-den-system-hello 18800:8800 >/dev/null &
 FORWARD=$!
 trap 'kill $FORWARD 2>/dev/null || true; cleanup' EXIT
 sleep 2
-TOKEN=$(kubectl -n "$NS" get secret den-hello-env -o jsonpath='{.data.env\.json}' | base64 -d \
+TOKEN=$(kubectl -n "$NS" get secret den-den-system-hello-env -o jsonpath='{.data.env\.json}' | base64 -d \
   | python3 -c 'import json,sys; print(json.load(sys.stdin)["DEN_API_TOKEN"])')
 curl -fsS localhost:18800/v1/chat/completions -H "Authorization: Bearer $TOKEN" \
   -H 'Content-Type: application/json' \
