@@ -186,7 +186,18 @@ async def test_a_filtered_agent_gets_proxy_credentials_and_an_entry_in_the_proxy
     url = f"http://default.fetcher:{password}@den-egress.{OPERATOR_NAMESPACE}.svc:3128"
     assert env["HTTP_PROXY"] == env["HTTPS_PROXY"] == env["http_proxy"] == env["https_proxy"] == url
     assert env["NO_PROXY"].startswith(f"den-gateway.{OPERATOR_NAMESPACE}.svc,")
-    config = await call(kube.get, f"{core(OPERATOR_NAMESPACE, 'secrets')}/den-egress-config")
+    proxy_secret = f"{core(OPERATOR_NAMESPACE, 'secrets')}/den-egress-config"
+
+    def passwd_of(secret) -> str:
+        return base64.b64decode(((secret or {}).get("data") or {}).get("passwd", "")).decode()
+
+    def hash_of(deployment) -> str | None:
+        return (((deployment or {}).get("spec", {}).get("template", {}).get("metadata") or {})
+                .get("annotations") or {}).get("den.dev/config-hash")
+
+    # The operator writes the proxy's config after the agent's own objects: wait for it.
+    config = await eventually(lambda: (found := kube.get(proxy_secret)) and "default.fetcher" in passwd_of(found)
+                              and found, timeout=30, what="the proxy config naming the agent")
     files = {k: base64.b64decode(v).decode() for k, v in config["data"].items()}
     user, hashed = files["passwd"].strip().split(":", 1)
     assert user == "default.fetcher" and htpasswd.verify(password, hashed) and password not in str(files)
@@ -194,8 +205,9 @@ async def test_a_filtered_agent_gets_proxy_credentials_and_an_entry_in_the_proxy
     assert "acl agent0 proxy_auth default.fetcher" in conf and " src " not in conf
     assert "acl agent0_0 dstdomain -n example.com" in conf and "acl ports_443 port 443" in conf
     assert "10.0.0.0/8" in conf and "169.254.0.0/16" in conf  # DEN_EGRESS_BLOCKED + always blocked
-    rolled = await call(kube.get, f"{deployments}/den-egress")
-    first_hash = rolled["spec"]["template"]["metadata"]["annotations"]["den.dev/config-hash"]
+    rolled = await eventually(lambda: hash_of(kube.get(f"{deployments}/den-egress")), timeout=30,
+                              what="the proxy rolled")
+    first_hash = rolled
 
     # the same spec again (a resync) keeps the hash: the proxy is not rolled for nothing
     await call(kube.patch, f"{AGENT}/fetcher", {"metadata": {"labels": {"team": "a"}}})
@@ -205,11 +217,11 @@ async def test_a_filtered_agent_gets_proxy_credentials_and_an_entry_in_the_proxy
 
     await call(kube.delete, f"{AGENT}/fetcher")
     await eventually(lambda: kube.get(f"{AGENT}/fetcher") is None, what="the Agent gone")
-    gone = await call(kube.get, f"{core(OPERATOR_NAMESPACE, 'secrets')}/den-egress-config")
-    assert base64.b64decode(gone["data"]["passwd"]) == b""
+    gone = await eventually(lambda: (found := kube.get(proxy_secret)) and passwd_of(found) == "" and found,
+                            timeout=30, what="the agent out of the proxy config")
     assert "default.fetcher" not in base64.b64decode(gone["data"]["squid.conf"]).decode()
-    after = await call(kube.get, f"{deployments}/den-egress")
-    assert after["spec"]["template"]["metadata"]["annotations"]["den.dev/config-hash"] != first_hash
+    await eventually(lambda: hash_of(kube.get(f"{deployments}/den-egress")) not in (None, first_hash),
+                     timeout=30, what="the proxy rolled again")
 
 
 async def test_a_deleted_statefulset_or_service_comes_back(operator):
