@@ -38,8 +38,10 @@ async def call(fn, *args):
 
 
 async def secret_json(kube: Kube, name: str, key: str, namespace: str = "default") -> dict:
-    """A JSON file in a Secret (every API call runs off the loop: kmock serves on it)."""
-    secret = await call(kube.get, f"{core(namespace, 'secrets')}/{name}")
+    """A JSON file in a Secret, once the operator has written it (every API call runs off the
+    loop: kmock serves on it)."""
+    secret = await eventually(lambda: (found := kube.get(f"{core(namespace, 'secrets')}/{name}"))
+                              and key in (found.get("data") or {}) and found, timeout=30, what=f"{name}/{key}")
     return json.loads(base64.b64decode(secret["data"][key]))
 
 
@@ -93,8 +95,14 @@ async def test_an_applied_agent_becomes_a_hardened_statefulset_service_policy_se
     assert "OPENAI_API_KEY" not in env  # provider keys are the gateway's only
     assert env["DEN_API_TOKEN"].startswith("den_")
     assert env["DEN_GATEWAY_URL"] == f"http://den-gateway.{OPERATOR_NAMESPACE}.svc:8900/v1"
-    gateway = await secret_json(kube, "den-gateway-agents", "agents.json", OPERATOR_NAMESPACE)
-    entry = gateway["agents"][hashlib.sha256(env["DEN_GATEWAY_TOKEN"].encode()).hexdigest()]
+    digest = hashlib.sha256(env["DEN_GATEWAY_TOKEN"].encode()).hexdigest()
+
+    def gateway_entry():  # the gateway's Secret follows the agent's objects
+        found = kube.get(f"{core(OPERATOR_NAMESPACE, 'secrets')}/den-gateway-agents")
+        data = (found or {}).get("data") or {}
+        return data.get("agents.json") and json.loads(base64.b64decode(data["agents.json"]))["agents"].get(digest)
+
+    entry = await eventually(gateway_entry, timeout=30, what="the agent's gateway entry")
     assert entry["name"] == "research-analyst" and entry["model"]["name"] == "gpt-4o"
     assert await call(kube.get, f"{core('default', 'persistentvolumeclaims')}/home-den-research-analyst-0")
 
