@@ -178,16 +178,22 @@ class KubernetesBackend:
                 return
             config["agents"] = entries
             body = render.gateway_agents_secret(self.operator_namespace, config)
-            try:
-                if current is None:
-                    self.kube.create(core(self.operator_namespace, "secrets"), body)
-                else:
-                    body["metadata"]["resourceVersion"] = current["metadata"].get("resourceVersion")
-                    self.kube.patch(path, body)
+            if self._write_secret(path, body, current):
                 return
-            except Conflict:
-                continue
         raise DenError(f"could not update {path}: it kept changing")
+
+    def _write_secret(self, path: str, body: dict, current: dict | None) -> bool:
+        """Create the operator-namespace Secret, or patch it guarded by the resourceVersion read
+        with ``current``; False when someone else changed it meanwhile (read again and retry)."""
+        try:
+            if current is None:
+                self.kube.create(core(self.operator_namespace, "secrets"), body)
+            else:
+                body["metadata"]["resourceVersion"] = current["metadata"].get("resourceVersion")
+                self.kube.patch(path, body)
+            return True
+        except Conflict:
+            return False
 
     # -- the egress proxy's squid.conf and passwd ---------------------------------
 
@@ -210,13 +216,7 @@ class KubernetesBackend:
             body = render.egress_config_secret(self.operator_namespace, entries, self.egress_blocked)
             if current is not None and body["data"] == current.get("data"):
                 return
-            try:
-                if current is None:
-                    self.kube.create(core(self.operator_namespace, "secrets"), body)
-                else:
-                    body["metadata"]["resourceVersion"] = current["metadata"].get("resourceVersion")
-                    self.kube.patch(path, body)
-            except Conflict:
+            if not self._write_secret(path, body, current):
                 continue
             deployment = f"{apps(self.operator_namespace, 'deployments')}/{render.EGRESS}"
             if self.kube.get(deployment) is not None:  # absent: egress.enabled=false in the chart

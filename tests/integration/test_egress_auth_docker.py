@@ -40,12 +40,9 @@ PASSWORDS = {"team.a": "pw-a-" + uuid.uuid4().hex, "team.b": "pw-b-" + uuid.uuid
 
 
 @pytest.fixture(scope="module")
-def proxy(docker_client, tmp_path_factory):
-    """squid with the rendered config on 127.0.0.1:<port>; everything removed afterwards."""
-    try:
-        docker_client.images.get("den-egress:latest")
-    except Exception:  # noqa: BLE001
-        pytest.skip("den-egress:latest is not built (hack/build-egress-image.sh)")
+def proxy(docker_client, tmp_path_factory, runtime_image):
+    """squid with the rendered config on 127.0.0.1:<port>; everything removed afterwards.
+    (``runtime_image`` runs hack/build-image.sh, which builds den-egress:latest too.)"""
     suffix = uuid.uuid4().hex[:6]
     clients = {
         "team.a": {"agent": "team/a", "hash": htpasswd.md5_crypt(PASSWORDS["team.a"]), "allow": ["a.test:8080"]},
