@@ -381,8 +381,11 @@ class CronRunner:
             if due:
                 delay = max(0.0, min(delay, (min(due) - self.clock()).total_seconds()))
             self._wake.clear()
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for drops a cancel that lands as
+            # the wake-up fires (a reload just before stop), and stop() then waited forever.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=delay)
+                async with asyncio.timeout(delay):
+                    await self._wake.wait()
 
     async def tick(self) -> None:
         """Start every entry due by now (once, however late) and schedule its next run."""
@@ -435,7 +438,8 @@ class CronRunner:
         await asyncio.to_thread(self.store.save, record, entry.history_limit)
         session = f"cron-{entry.name}-{record.id}"
         try:
-            outcome = await asyncio.wait_for(self.execute(entry, session), timeout=entry.timeout)
+            async with asyncio.timeout(entry.timeout):
+                outcome = await self.execute(entry, session)
         except TimeoutError:
             record.status, record.reason = "timed_out", f"took longer than timeout ({entry.timeout} s)"
         except asyncio.CancelledError:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 from collections.abc import Mapping
@@ -43,6 +44,10 @@ class RuntimeState:
     scheduler: Any = None
     config_path: Path | None = None
     _config_seen: tuple[int, int] | None = None
+    #: One reload at a time: each reads the tasks and the manifest afresh, so the last to
+    #: finish is never older than the last change (a delivered manifest's reload racing a
+    #: task the model just scheduled once set the entries without that task).
+    _cron_reload: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     def attach_agent_loop(self, home: Path | None) -> None:
         """The agent loop this API answers with; sessions persist under ``home`` when given."""
@@ -92,8 +97,6 @@ class RuntimeState:
     # -- cron -----------------------------------------------------------------------
 
     async def cron_entries(self) -> list[Any]:
-        import asyncio
-
         from den.runtime.cron import entries_for
 
         tasks = await asyncio.to_thread(self.scheduler.list)
@@ -106,14 +109,15 @@ class RuntimeState:
         if config_path is not None:
             self._config_seen = _stat(config_path)
             self.cron.watch(self.check_config)
-        await self.cron.start(await self.cron_entries())
+        async with self._cron_reload:
+            await self.cron.start(await self.cron_entries())
 
     async def reload_cron(self) -> None:
-        await self.cron.set_entries(await self.cron_entries())
+        async with self._cron_reload:
+            await self.cron.set_entries(await self.cron_entries())
 
     async def check_config(self) -> None:
         """Reload the cron entries when the operator delivered a new manifest."""
-        import asyncio
         import logging
 
         from den.runtime.settings import ConfigError, read_agent
@@ -138,8 +142,6 @@ class RuntimeState:
 
     async def run_cron(self, entry: Any, session: str) -> Any:
         """One cron run: the prompt through the agent loop (or the entry's loop or chain)."""
-        import asyncio
-
         from den.runtime.cron import Outcome
 
         if entry.loop or entry.chain:

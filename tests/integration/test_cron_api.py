@@ -134,3 +134,40 @@ def test_cron_runs_go_through_the_gateway_and_a_run_over_budget_fails_with_that_
     assert second["reason"].startswith("refused for budget:") and "tokens_per_day" in second["reason"]
     (row,) = gateway.ledger()["agents"]
     assert row["tokens"]["total"] == first["tokens"] and row["refused"] == 1
+
+
+def test_a_manifest_reload_racing_a_new_task_never_drops_the_task(tmp_path) -> None:
+    """The operator delivers a manifest while the model schedules a task: whichever reload reads
+    the tasks first, the entries end with the task (CI once lost it for good)."""
+    import asyncio
+    import threading
+
+    from den.runtime.state import RuntimeState
+
+    state = RuntimeState(cron_agent("http://127.0.0.1:9/v1", [BRIEFING], tools=["schedule_task"]), env={})
+    state.attach_agent_loop(tmp_path)
+    listed, release = threading.Event(), threading.Event()
+    plain_list = state.scheduler.list
+
+    def slow_first_list():  # the delivered manifest's reload reads the tasks, then stalls
+        tasks = plain_list()
+        if not listed.is_set():
+            listed.set()
+            release.wait(10)
+        return tasks
+
+    async def race() -> list[str]:
+        await state.start_cron()
+        state.scheduler.list = slow_first_list
+        manifest_reload = asyncio.create_task(state.reload_cron())
+        await asyncio.to_thread(listed.wait, 10)
+        await asyncio.to_thread(state.scheduler.schedule, "plants", "0 7 * * *", "Water the plants.")
+        task_reload = asyncio.create_task(state.scheduler.changed())
+        await asyncio.sleep(0.2)
+        release.set()
+        await asyncio.gather(manifest_reload, task_reload)
+        names = [e.name for e in state.cron.entries()]
+        await state.cron.stop()
+        return names
+
+    assert asyncio.run(race()) == ["briefing", "plants"]
