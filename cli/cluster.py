@@ -5,7 +5,8 @@ resources through the kubeconfig context (as kubectl reads it) instead of the lo
 the operator in the cluster (``den operator run --kubernetes``, the Helm chart) does the rest.
 ``logs`` reads the agent pod's log and ``api`` its Service and token Secret through the same
 API; ``connect`` needs a path from this machine into the cluster, so it says which
-port-forward to run (``exec`` is not there yet: ``kubectl exec``).
+port-forward to run; ``inspect`` reads the Agent, its StatefulSet, Secret and Events, and
+``exec`` hands over to ``kubectl exec`` on the agent's pod.
 ``den export NAME --kubernetes`` prints an Agent resource kubectl can apply.
 """
 
@@ -257,3 +258,68 @@ def export(
             agent = local.get(name, namespace)
     text = export_document(agent) if kubernetes else dump_yaml(agentfile_document(to_agentfile(agent)))
     sys.stdout.write(text)
+
+
+def inspect(name: str, namespace: str) -> None:
+    """``den inspect`` for an agent in the cluster: the Agent resource, its StatefulSet, what its
+    Secret delivers (values masked), its network policy and the latest Events about it."""
+    import base64
+    import json
+
+    from den.api.contract import TOKEN_ENV
+    from den.cli.lifecycle import network_facts
+    from den.operator.kube import core, operator_namespace
+    from den.operator.kubernetes_backend import KubernetesBackend
+    from den.operator.secrets import mask
+
+    cluster = store()
+    agent = cluster.get(name, namespace)
+    service = _service((namespace, name))
+    secret = cluster.kube.get(f"{core(namespace, 'secrets')}/{service}-env")
+    if secret is None:
+        delivered: dict = {"error": f"no Secret {service}-env yet (is the operator running?)"}
+    else:
+        env = json.loads(base64.b64decode((secret.get("data") or {}).get("env.json") or "e30="))
+        delivered = {k: mask(str(v)) for k, v in sorted(env.items())}
+    found = KubernetesBackend(cluster.kube, operator_namespace()).facts(agent)
+    events = [e for e in cluster.kube.list(core(namespace, "events"))
+              if (e.get("involvedObject") or {}).get("kind") == "Agent"
+              and (e.get("involvedObject") or {}).get("name") == name]
+    events.sort(key=lambda e: e.get("lastTimestamp") or e.get("eventTime") or "")
+    emit({
+        "agent": agent.manifest(),
+        "context": context(),
+        "memory": {"error": "on the agent's PVC; ask the agent through a port-forward "
+                            f"(den --context {context()} api {name} prints it)"},
+        "deliveredEnv": delivered,
+        "deliveredEnvNote": f"inside the agent (Secret {service}-env); {TOKEN_ENV} is its API token",
+        "network": network_facts(agent),
+        "statefulSet": None if found is None else {
+            "name": found.name, "image": found.image, "state": found.state, "createdAt": found.started_at,
+            "restartCount": found.restart_count, "readOnlyRootfs": found.read_only_rootfs,
+            "capDrop": found.cap_drop, "pod": f"{service}-0",
+        },
+        "events": [{"type": e.get("type"), "reason": e.get("reason"), "message": e.get("message"),
+                    "time": e.get("lastTimestamp") or e.get("eventTime")} for e in events[-10:]],
+    }, Format.yaml)
+
+
+def exec_(name: str, namespace: str, command: list[str], *, interactive: bool, tty: bool) -> None:
+    """``den exec`` for an agent in the cluster: handed to ``kubectl exec`` on its pod (the exec
+    subresource speaks a streaming protocol kubectl already implements)."""
+    import os
+    import shutil
+
+    from den.api.errors import DenError
+    from den.operator.kube import operator_namespace
+    from den.operator.kubernetes_backend import KubernetesBackend
+
+    cluster = store()
+    agent = cluster.get(name, namespace)
+    argv = KubernetesBackend(cluster.kube, operator_namespace()).exec_argv(agent, command, interactive=interactive, tty=tty)
+    argv[1:1] = ["--context", context()]
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        raise DenError("den exec on a cluster runs kubectl exec, and kubectl is not on PATH",
+                       hint=" ".join(argv))
+    os.execv(kubectl, argv)

@@ -404,15 +404,21 @@ def exec_(
       den exec research-analyst -- ls -la /den
 
       den exec -it research-analyst -- bash
+
+      den --context kind-dev exec research-analyst -- ls /den   (through kubectl exec)
     """
+    from den.cli import cluster
+
+    if command and command[0] == "--":
+        command = command[1:]
+    if cluster.context():
+        return cluster.exec_(name, namespace, command, interactive=interactive, tty=tty)
     from den.operator.docker_backend import DockerBackend
     from den.operator.store import open_store
 
     with open_store() as store:
         agent = store.get(name, namespace)
     backend = DockerBackend()
-    if command and command[0] == "--":
-        command = command[1:]
     if interactive or tty:
         argv = backend.exec_argv(agent, command, interactive=interactive, tty=tty)
         os.execvp(argv[0], argv)
@@ -504,10 +510,16 @@ def inspect(
 ) -> None:
     """Everything about one agent: resolved config (secrets masked), conditions, events, container.
 
-    Example:
+    Examples:
 
       den inspect research-analyst
+
+      den --context kind-dev inspect research-analyst   (the Agent, StatefulSet, Secret and Events)
     """
+    from den.cli import cluster
+
+    if cluster.context():
+        return cluster.inspect(name, namespace)
     from den.api.contract import TOKEN_ENV, provider_key_name
     from den.operator.docker_backend import DockerBackend
     from den.operator.secrets import LocalCredentials, MissingVariable, mask

@@ -264,7 +264,7 @@ class KubernetesBackend:
     def exec_argv(self, agent: Agent, command: list[str], *, interactive: bool, tty: bool) -> list[str]:
         pod = f"{names.container_name(agent.name, agent.namespace)}-0"
         flags = (["-i"] if interactive else []) + (["-t"] if tty else [])
-        return ["kubectl", "exec", *flags, "-n", agent.namespace, pod, "--", *command]
+        return ["kubectl", "exec", *flags, "-n", agent.namespace, pod, "-c", "agent", "--", *command]
 
 
 #: The agent's proxy password (also inside its HTTP_PROXY URL); kept across stop/start.

@@ -198,3 +198,53 @@ async def test_connect_says_which_port_forward_to_run_then_talks_through_it(oper
             code, out = await den(tmp_path, "--context", "kmock", "connect", "hello", "--url", forwarded,
                                   "--token", "wrong", "-m", "hi")
             assert code != 0 and "401" in out
+
+
+async def test_inspect_shows_the_clusters_agent_statefulset_masked_secret_and_events(
+        operator: Kube, cluster, tmp_path: Path):
+    import base64
+
+    kubeconfig(tmp_path / "kubeconfig", str(cluster.url).rstrip("/"))
+    secret = await _applied(operator, "hello")
+    token = json.loads(base64.b64decode(secret["data"]["env.json"]))["DEN_API_TOKEN"]
+    await eventually(lambda: operator.get(f"{apps('default', 'statefulsets')}/den-hello"), what="the StatefulSet")
+    code, out = await den(tmp_path, "--context", "kmock", "inspect", "hello")
+    assert code == 0, out
+    seen = yaml.safe_load(out)
+    assert seen["context"] == "kmock"
+    assert seen["agent"]["metadata"]["name"] == "hello" and seen["agent"]["spec"]["runtime"]["network"] == "none"
+    assert seen["statefulSet"]["name"] == "den-hello" and seen["statefulSet"]["pod"] == "den-hello-0"
+    assert seen["statefulSet"]["readOnlyRootfs"] is True and seen["statefulSet"]["capDrop"] == ["ALL"]
+    assert seen["network"]["policy"] == "none"
+    assert "DEN_API_TOKEN" in seen["deliveredEnv"] and token not in out  # masked, never printed whole
+    assert seen["events"] and all(e["reason"] for e in seen["events"])
+    assert not (tmp_path / "home" / "state.db").exists()  # the local store was never read
+
+    code, out = await den(tmp_path, "--context", "kmock", "inspect", "nobody")
+    assert code != 0 and "nobody" in out and "Traceback" not in out
+
+
+async def test_exec_hands_over_to_kubectl_exec_on_the_agents_pod(operator: Kube, cluster, tmp_path: Path):
+    """kmock has no exec subresource (it is a stream kubectl speaks): Den runs kubectl, whose
+    arguments and exit code a stand-in on PATH records."""
+    kubeconfig(tmp_path / "kubeconfig", str(cluster.url).rstrip("/"))
+    await _applied(operator, "hello")
+    (tmp_path / "empty").mkdir()
+    no_kubectl = {"PATH": str(tmp_path / "empty")}
+    code, out = await den(tmp_path, "--context", "kmock", "exec", "hello", "--", "ls", "/den", env=no_kubectl)
+    assert code != 0 and "kubectl is not on PATH" in out and "Traceback" not in out
+    assert "kubectl --context kmock exec -n default den-hello-0 -c agent -- ls /den" in out
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "kubectl").write_text(f'#!/bin/sh\nprintf "%s\\n" "$@" > {tmp_path}/argv\nexit 7\n')
+    (bin_dir / "kubectl").chmod(0o755)
+    path = {"PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    code, out = await den(tmp_path, "--context", "kmock", "exec", "-it", "hello", "--", "sh", "-c", "echo hi",
+                          env=path)
+    assert code == 7, out  # kubectl's exit code is den's
+    assert (tmp_path / "argv").read_text().splitlines() == [
+        "--context", "kmock", "exec", "-i", "-t", "-n", "default", "den-hello-0", "-c", "agent", "--",
+        "sh", "-c", "echo hi"]
+    code, out = await den(tmp_path, "--context", "kmock", "exec", "nobody", "--", "ls", env=path)
+    assert code != 0 and "nobody" in out and not (tmp_path / "argv").read_text().count("nobody")
