@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+from den.api.agentfile import cron_digest
 from den.api.errors import DenError
 from den.api.netpolicy import reaches
 from den.api.resource import Agent, AgentStatus, Backoff, Condition, NetworkStatus, now
@@ -46,6 +48,10 @@ log = logging.getLogger("den.operator")
 
 READY_POLL = 0.5
 CRASH_POLL = 2.0
+#: Seconds a delivered manifest has to be noticed by the agent (it looks every second)
+#: before the same cron section is delivered again: passes come faster than that (every
+#: status write wakes one), and each would otherwise copy it again.
+DELIVERY_PATIENCE = 5.0
 #: Ports found taken by other programs are skipped within one reconcile, this many times.
 PORT_ATTEMPTS = 5
 
@@ -121,6 +127,9 @@ class Reconciler:
         self._claims: dict[int, Key] = {}
         self._address_claims: dict[str, Key] = {}
         self._claims_lock = threading.Lock()
+        #: The cron digest last delivered to each agent, and when (``clock``'s seconds).
+        self._delivered: dict[str, tuple[str, float]] = {}
+        self.clock: Callable[[], float] = time.monotonic
 
     def _claim(self, key: Key, agent: Agent, observed, avoid: set[int]) -> int:
         with self._claims_lock:
@@ -213,7 +222,14 @@ class Reconciler:
         if report is None:
             return None, False
         plan = make_config_plan(agent, desired, report.get("digest"))
-        self._execute(agent, plan)
+        if plan:
+            wanted, at = cron_digest(agent.spec.cron), self.clock()
+            last = self._delivered.get(agent.key)
+            if last is None or last[0] != wanted or at - last[1] >= DELIVERY_PATIENCE:
+                self._execute(agent, plan)
+                self._delivered[agent.key] = (wanted, at)
+        else:
+            self._delivered.pop(agent.key, None)
         return cron_status(report), bool(plan)
 
     def _execute(self, agent: Agent, plan: Plan) -> None:
@@ -225,6 +241,7 @@ class Reconciler:
             self._event(agent, operation.action.value, f"{operation.target} ({operation.reason})")
 
     def _finish_delete(self, agent: Agent, destroy: bool) -> Result:
+        self._delivered.pop(agent.key, None)
         if destroy:
             self.credentials.forget(agent)
         for finalizer in (names.FINALIZER_DESTROY, names.FINALIZER):

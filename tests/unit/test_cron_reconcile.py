@@ -6,7 +6,7 @@ from __future__ import annotations
 from den.api.agentfile import cron_digest
 from den.api.resource import Agent
 from den.operator.plan import Observed, config_hash, desired_container, make_config_plan
-from den.operator.reconcile import Reconciler
+from den.operator.reconcile import DELIVERY_PATIENCE, Reconciler
 from tests.unit.test_plan import agent as plan_agent
 from tests.unit.test_reconcile import AlwaysReady, FakeBackend, FakeCredentials, make_agent
 
@@ -68,6 +68,16 @@ def test_reconcile_delivers_a_changed_cron_to_the_running_container_and_reports_
     new_calls = backend.calls[len(created):]
     assert [c.split(":")[0] for c in new_calls] == ["DeliverConfig container"]
     assert result.requeue_after == 1.0  # read the report again once the agent reloaded
+    # Passes before the agent noticed the file do not copy it again (a status write wakes one)...
+    for _ in range(3):
+        assert reconciler.reconcile("default", "scout").requeue_after == 1.0
+    assert len(backend.calls) == len(created) + 1
+    # ...but an agent that still runs the old section after DELIVERY_PATIENCE gets it again.
+    clock = reconciler.clock
+    reconciler.clock = lambda: clock() + DELIVERY_PATIENCE
+    reconciler.reconcile("default", "scout")
+    assert [c.split(":")[0] for c in backend.calls[len(created):]] == ["DeliverConfig container"] * 2
+    created = created + backend.calls[len(created):len(created) + 1]
     running["digest"] = cron_digest(store.get("scout").spec.cron)
     reconciler.reconcile("default", "scout")
     assert backend.calls[len(created) + 1:] == []
