@@ -18,6 +18,17 @@ from den.api.resource import Agent
 from den.operator.plan import Observed, Operation
 
 
+class StaleEndpoints(DenError):
+    """Docker refuses to remove a network for endpoints no container holds (a Docker bug,
+    moby/moby#42119: only a restart of the engine clears them)."""
+
+    def __init__(self, network: str, network_id: str) -> None:
+        super().__init__(f"Docker keeps an endpoint on network {network} that no container holds "
+                         "(moby/moby#42119); the network is left in place",
+                         hint="it is harmless; a restart of Docker removes it")
+        self.network_id = network_id
+
+
 class PortTaken(DenError):
     """The host port was taken by something that is not Den between observe and start."""
 

@@ -19,7 +19,7 @@ from den.api.contract import CONFIG_DIR, CONFIG_FILE, CONTAINER_PORT, ENV_FILE, 
 from den.api.errors import BackendUnavailable, DenError
 from den.api.resource import Agent
 from den.operator import names
-from den.operator.backend import ContainerFacts, ExecResult, PortTaken, Stats
+from den.operator.backend import ContainerFacts, ExecResult, PortTaken, StaleEndpoints, Stats
 from den.operator.network import RULES_LOADED, Layout, choose_subnet, host_routes, netns_command
 from den.operator.plan import (
     Action,
@@ -364,6 +364,11 @@ class DockerBackend:
                     network.remove()
                 except docker.errors.NotFound:
                     pass
+                except docker.errors.APIError as exc:
+                    network.reload()
+                    if "active endpoint" in str(exc) and not network.attrs.get("Containers"):
+                        raise StaleEndpoints(name, network.id) from exc
+                    raise
 
     def _endpoint(self, network: str, address: str | None) -> dict:
         return {network: self.client.api.create_endpoint_config(ipv4_address=address)} if address else {}

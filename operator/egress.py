@@ -18,6 +18,7 @@ import os
 from pathlib import Path
 
 from den.operator import names
+from den.operator.backend import StaleEndpoints
 from den.operator.gateway import container_user
 from den.operator.network import (
     EgressClient,
@@ -102,6 +103,7 @@ class EgressReconciler:
         self.backend = backend
         self._hosts: list[str] | None = None
         self._reload_pending = False
+        self._stale_reported: set[str] = set()  # networks Docker would not remove (reported once)
 
     def reconcile(self) -> Result:
         agents = self.store.list()
@@ -145,7 +147,16 @@ class EgressReconciler:
         if observed.network_exists:
             if self.backend.den_containers_on_network():
                 return Result(requeue_after=1.0)  # the gateway is on its way out
-            self.backend.execute(Operation(Action.remove_network, names.NETWORK, "no agent needs it"))
+            try:
+                self.backend.execute(Operation(Action.remove_network, names.NETWORK, "no agent needs it"))
+            except StaleEndpoints as exc:
+                # Not retried every few seconds: the resync tries again, quietly, and the next
+                # agent simply uses the network.
+                if exc.network_id not in self._stale_reported:
+                    self._stale_reported.add(exc.network_id)
+                    log.warning("%s (%s)", exc.message, exc.hint)
+                    self.store.record_event(KEY, "NetworkLeft", f"{exc.message} ({exc.hint})", type_="Warning")
+                return Result()
             self.store.record_event(KEY, "RemoveNetwork", f"network:{names.NETWORK} (no agent needs it)")
         return Result()
 

@@ -30,6 +30,7 @@ from den.api.errors import InvalidAgentfile
 from den.api.loader import dump_yaml, load_text
 from den.api.resource import GROUP, PLURAL, VERSION, AgentStatus, Condition
 from den.operator import names
+from den.operator.cron import CronReport, fetch_cron
 from den.operator.kube import Kube, operator_namespace
 from den.operator.kube import agents as agents_path
 from den.operator.kubernetes_backend import (
@@ -114,7 +115,12 @@ class Den:
         return min(result.requeue_after, MAX_REQUEUE)
 
 
-def build(kube: Kube, *, namespace: str | None = None, environ: Mapping[str, str] | None = None) -> Den:
+def build(kube: Kube, *, namespace: str | None = None, environ: Mapping[str, str] | None = None,
+          cron_report: CronReport | None = fetch_cron) -> Den:
+    """The reconciler on Kubernetes. ``cron_report`` reads a ready agent's ``GET /den/v1/cron``
+    through its Service (the agent's NetworkPolicy admits the operator's namespace): status.cron,
+    and a changed cron section re-applied to the agent's Secret, which the kubelet refreshes in
+    the running pod (no restart)."""
     own = namespace or operator_namespace()
     store = KubernetesStore(kube)
     env = os.environ if environ is None else environ
@@ -124,6 +130,7 @@ def build(kube: Kube, *, namespace: str | None = None, environ: Mapping[str, str
         store, backend,  # type: ignore[arg-type]  # the store adapter has the methods it uses
         credentials=KubernetesCredentials(kube, own, env),
         readiness=KubernetesReadiness(kube),
+        cron_report=cron_report,
         endpoint=lambda agent, port: f"http://{names.container_name(agent.name, agent.namespace)}."
                                      f"{agent.namespace}.svc:{port}",
         gateway_url=gateway_url(own),
@@ -215,11 +222,12 @@ def configure(settings: Any) -> None:
 
 async def operate(kube: Kube, *, namespaces: list[str] | None, server: str | None = None,
                   namespace: str | None = None, environ: Mapping[str, str] | None = None,
-                  stop_flag: asyncio.Event | None = None, ready_flag: asyncio.Event | None = None) -> None:
+                  stop_flag: asyncio.Event | None = None, ready_flag: asyncio.Event | None = None,
+                  cron_report: CronReport | None = fetch_cron) -> None:
     """Run the operator in this event loop until ``stop_flag`` is set."""
     import kopf
 
-    den = build(kube, namespace=namespace, environ=environ)
+    den = build(kube, namespace=namespace, environ=environ, cron_report=cron_report)
     registry = kopf.OperatorRegistry()
     register(den, registry)
 

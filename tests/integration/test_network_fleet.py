@@ -89,7 +89,17 @@ def test_a_hundred_filtered_agents_get_unique_addresses_and_are_cleaned_up(tmp_p
             system = [*listing(all=True, filters={"label": "den.dev/component=egress"}),
                       *listing(all=True, filters={"label": "den.dev/component=gateway"})]
             network = [n for n in docker_client.api.networks(names=["den"]) if n["Name"] == "den"]
-            return not left and not system and not network
+            return not left and not system and (not network or left_by_docker_bug())
+
+        def left_by_docker_bug() -> bool:
+            """Docker can keep an endpoint no container holds (moby/moby#42119), and then refuses
+            to remove the network: Den must say so once and leave it, not retry forever."""
+            from den.operator.store import Store
+
+            if docker_client.networks.get("den").attrs.get("Containers"):
+                return False
+            with Store(home / "state.db") as store:
+                return any(e.reason == "NetworkLeft" for e in store.events("den-egress", "den-system"))
 
         wait_until(all_gone, 300, 2.0)
     finally:

@@ -149,6 +149,14 @@ async def _load(kmock: Cluster) -> Cluster:
 @pytest_asyncio.fixture
 async def operator(cluster) -> AsyncIterator[Kube]:
     """The real kopf operator (``den operator run --kubernetes``'s code) against kmock."""
+    async with running_operator(cluster) as kube:
+        yield kube
+
+
+@contextlib.asynccontextmanager
+async def running_operator(cluster, cron_report=None) -> AsyncIterator[Kube]:
+    """The operator in this loop until the block ends. ``cron_report`` stands in for the agent's
+    Service (kmock runs no pods): None reports nothing, and no test resolves a ``.svc`` name."""
     from den.operator.kopf_operator import operate
 
     server = str(cluster.url).rstrip("/")
@@ -157,7 +165,7 @@ async def operator(cluster) -> AsyncIterator[Kube]:
     task = asyncio.create_task(operate(kube, namespaces=["default"], server=server,
                                        namespace=OPERATOR_NAMESPACE, environ={"SEARCH_KEY": "s3cret", "OPENAI_API_KEY": "sk-test",
                                                 "DEN_EGRESS_BLOCKED": "10.0.0.0/8, 192.168.0.0/16"},
-                                       stop_flag=stop, ready_flag=ready))
+                                       stop_flag=stop, ready_flag=ready, cron_report=cron_report))
     await asyncio.wait_for(ready.wait(), 10)
     try:
         yield kube

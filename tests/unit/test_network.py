@@ -559,3 +559,38 @@ def test_squid_config_by_proxy_credentials_names_users_not_addresses() -> None:
     docker = squid_config([EgressClient("team/a", "172.29.1.1", ("a.example",))], ["127.0.0.0/8"])
     assert "acl agent0 src 172.29.1.1/32  # team/a" in docker and "auth_param" not in docker
     assert "den_credentials" not in docker and "%>a" in docker
+
+
+def test_a_network_docker_will_not_remove_is_reported_once_and_left_in_place(tmp_path, monkeypatch) -> None:
+    """moby/moby#42119: Docker keeps an endpoint no container holds and refuses to remove the
+    network. The last agent's deletion must still finish: a Warning event once, no retry loop."""
+    from den.operator import egress
+    from den.operator.backend import StaleEndpoints
+    from den.operator.plan import Action, ObservedGateway
+    from den.operator.store import Store
+
+    monkeypatch.setenv("DEN_HOME", str(tmp_path))
+
+    class StaleBackend:
+        removals = 0
+
+        def observe_system(self, component, image):
+            return ObservedGateway(network_exists=True)
+
+        def den_containers_on_network(self) -> int:
+            return 0
+
+        def execute(self, operation) -> None:
+            assert operation.action == Action.remove_network
+            self.removals += 1
+            raise StaleEndpoints("den", "net-1")
+
+    backend = StaleBackend()
+    with Store(tmp_path / "state.db") as store:
+        reconciler = egress.EgressReconciler(store, backend)
+        results = [reconciler.reconcile() for _ in range(3)]
+        assert all(r.requeue_after is None for r in results)  # the resync tries again, not a hot loop
+        assert backend.removals == 3
+        left = [e for e in store.events("den-egress", "den-system") if e.reason == "NetworkLeft"]
+        assert len(left) == 1 and left[0].type == "Warning" and "moby/moby#42119" in left[0].message
+        assert not [e for e in store.events("den-egress", "den-system") if e.reason == "RemoveNetwork"]
