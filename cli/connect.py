@@ -16,11 +16,12 @@ from collections.abc import Callable
 import typer
 
 from den.cli.main import app
-from den.cli.resources import NamespaceOption
+from den.cli.resources import NamespaceOption, TokenOption, UrlOption
 
 
-def _target(name: str, namespace: str, url: str | None = None,
-            token: str | None = None) -> tuple[str, dict[str, str]]:
+def _target(name: str, namespace: str, url: str | None = None, token: str | None = None,
+            command: str = "connect") -> tuple[str, dict[str, str]]:
+    """The agent's endpoint and auth headers; ``command`` names the caller in the hint."""
     from den.api.errors import DenError
     from den.cli import cluster
 
@@ -29,9 +30,9 @@ def _target(name: str, namespace: str, url: str | None = None,
         info = cluster.api_info(name, namespace)
         if not url:
             raise DenError(f"agent {name} serves inside the cluster ({info['endpoint']}); "
-                           "den connect needs a way in from this machine",
+                           f"den {command} needs a way in from this machine",
                            hint=f"run {info['port_forward']}\n  then den --context {cluster.context()} "
-                                f"connect {name} --url http://127.0.0.1:8800")
+                                f"{command} {name} --url http://127.0.0.1:8800")
         return url.rstrip("/"), {"Authorization": f"Bearer {token or info['token']}"}
     if url:
         return url.rstrip("/"), ({"Authorization": f"Bearer {token}"} if token else {})
@@ -93,10 +94,8 @@ def connect(
     name: str = typer.Argument(..., help="Agent name."),
     message: str = typer.Option(None, "--message", "-m", help="Ask one question, print the answer, exit."),
     session: str = typer.Option(None, "--session", help="Continue this conversation (default: a new one)."),
-    url: str = typer.Option(None, "--url", help="Talk to the agent at this URL (e.g. a kubectl port-forward) "
-                                                 "instead of the endpoint in its status."),
-    token: str = typer.Option(None, "--token",
-                              help="The agent's API token (default: the stored one; with --context, its Secret's)."),
+    url: str = UrlOption,
+    token: str = TokenOption,
     namespace: str = NamespaceOption,
 ) -> None:
     """Chat with an agent (streaming, with live tool progress).

@@ -9,7 +9,7 @@ import typer
 
 from den.cli.main import app
 from den.cli.output import Format, emit, table
-from den.cli.resources import NamespaceOption
+from den.cli.resources import NamespaceOption, TokenOption, UrlOption
 
 
 class CronAction(str, Enum):
@@ -20,13 +20,14 @@ class CronAction(str, Enum):
     resume = "resume"
 
 
-def _call(name: str, namespace: str, method: str, path: str, timeout: float = 30) -> Any:
+def _call(name: str, namespace: str, method: str, path: str, timeout: float = 30,
+          target: tuple[str | None, str | None] = (None, None)) -> Any:
     import httpx
 
     from den.api.errors import DenError
     from den.cli.connect import _target
 
-    endpoint, headers = _target(name, namespace)
+    endpoint, headers = _target(name, namespace, *target, command="cron")
     try:
         response = httpx.request(method, f"{endpoint}/den/v1/cron{path}", headers=headers, timeout=timeout)
     except httpx.HTTPError as exc:
@@ -62,6 +63,8 @@ def cron(
     action: CronAction = typer.Argument(CronAction.list, help="list (default), run, history, suspend or resume."),
     entry: str = typer.Argument(None, help="The cron entry (needed by run, suspend and resume)."),
     output: Format = typer.Option(Format.table, "--output", "-o", help="table, json or yaml."),
+    url: str = UrlOption,
+    token: str = TokenOption,
     namespace: str = NamespaceOption,
 ) -> None:
     """An agent's cron entries (from its Agentfile, and the tasks it scheduled itself: origin
@@ -77,13 +80,20 @@ def cron(
       den cron research-analyst history morning-briefing
 
       den cron research-analyst suspend morning-briefing
+
+      kubectl port-forward svc/den-research-analyst 8800:8800 &
+      den --context kind-dev cron research-analyst --url http://127.0.0.1:8800
     """
+    from functools import partial
+
     from den.api.errors import DenError
+
+    call = partial(_call, target=(url, token))
 
     if action in (CronAction.run, CronAction.suspend, CronAction.resume) and not entry:
         raise DenError(f"den cron {name} {action.value} needs the entry's name", hint=f"den cron {name}")
     if action == CronAction.list:
-        data = _call(name, namespace, "GET", "")
+        data = call(name, namespace, "GET", "")
         if output != Format.table:
             emit(data, output)
             return
@@ -94,14 +104,14 @@ def cron(
                for e in data.get("entries", [])], empty="No cron entries.")
         return
     if action == CronAction.history:
-        data = _call(name, namespace, "GET", f"/{entry}/runs" if entry else "/history")
+        data = call(name, namespace, "GET", f"/{entry}/runs" if entry else "/history")
         if output != Format.table:
             emit(data, output)
             return
         _runs_table(data.get("items", []))
         return
     if action == CronAction.run:
-        record = _call(name, namespace, "POST", f"/{entry}/run", timeout=24 * 3600)
+        record = call(name, namespace, "POST", f"/{entry}/run", timeout=24 * 3600)
         if output != Format.table:
             emit(record, output)
         else:
@@ -112,7 +122,7 @@ def cron(
         if record.get("status") != "succeeded":
             raise typer.Exit(1)
         return
-    data = _call(name, namespace, "POST", f"/{entry}/{action.value}")
+    data = call(name, namespace, "POST", f"/{entry}/{action.value}")
     if output != Format.table:
         emit(data, output)
         return

@@ -53,8 +53,8 @@ def main(
     context: str = typer.Option(
         None, "--context", envvar="DEN_CONTEXT", metavar="NAME",
         help=("A kubeconfig context: up, down, get, status, delete, destroy, logs, api and inspect act "
-              "on that cluster's Agents; exec runs kubectl exec; connect goes through a kubectl "
-              "port-forward (--url)."),
+              "on that cluster's Agents; exec runs kubectl exec; connect, memory and cron go through "
+              "a kubectl port-forward (--url)."),
     ),
 ) -> None:
     """Den: Docker for AI agents."""

@@ -9,7 +9,7 @@ import typer
 
 from den.cli.main import app
 from den.cli.output import Format, emit, table
-from den.cli.resources import NamespaceOption
+from den.cli.resources import NamespaceOption, TokenOption, UrlOption
 
 ACTIONS = ("list", "search", "add", "forget", "facts", "export", "import")
 
@@ -25,6 +25,8 @@ def memory(
     history: bool = typer.Option(False, "--history", help="facts: also the superseded and deleted ones."),
     limit: int = typer.Option(20, "--limit", help="How many memories to show."),
     output: Format = typer.Option(Format.table, "--output", "-o", help="table, json or yaml."),
+    url: str = UrlOption,
+    token: str = TokenOption,
     namespace: str = NamespaceOption,
 ) -> None:
     """Browse an agent's memory (it lives on the agent's volume; the agent reaches only its own).
@@ -44,6 +46,8 @@ def memory(
       den memory scout export > scout.jsonl           # a backup (memories and facts)
 
       den memory other import < scout.jsonl           # into another agent
+
+      den --context kind-dev memory scout --url http://127.0.0.1:8800   # through a kubectl port-forward
     """
     import httpx
 
@@ -60,7 +64,7 @@ def memory(
         raise DenError(f"den memory {name} {action} needs a {'query' if action == 'search' else 'text' if action == 'add' else 'memory id'}")
     if action == "forget" and not value.isdigit():
         raise DenError(f"a memory id is a number, got {value!r}", hint=f"den memory {name} search \"...\"")
-    endpoint, headers = _target(name, namespace)
+    endpoint, headers = _target(name, namespace, url, token, command="memory")
     base = f"{endpoint}/den/v1/memory"
     params: dict[str, Any] = {"limit": limit, **({"kind": kind} if kind else {})}
     try:

@@ -14,6 +14,12 @@ from den.cli.output import Format, age, emit, say, table
 
 RESOURCE_NAMES = {"agent", "agents", "ag"}
 NamespaceOption = typer.Option("default", "--namespace", "-n", help="Namespace of the agent.")
+#: Where to reach a running agent instead of its status endpoint (with --context: the local end of
+#: a ``kubectl port-forward``), and the token to send (default: the stored one, or its Secret's).
+UrlOption = typer.Option(None, "--url", help="Reach the agent at this URL (e.g. a kubectl port-forward) "
+                                             "instead of the endpoint in its status.")
+TokenOption = typer.Option(None, "--token",
+                           help="The agent's API token (default: the stored one; with --context, its Secret's).")
 
 
 def _check_resource(resource: str) -> None:

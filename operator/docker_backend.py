@@ -80,6 +80,13 @@ def _tar(files: Mapping[str, tuple[bytes, int]]) -> bytes:
     return buffer.getvalue()
 
 
+def _made_by_den(component: str) -> list[str]:
+    """Label filters for the containers Den made of a component. The images carry
+    ``den.dev/component`` too (a container inherits its image's labels: a ``docker build``
+    step or a ``docker run den-gateway``), so only the label Den sets at creation tells."""
+    return [f"{names.LABEL_COMPONENT}={component}", f"{names.LABEL_MANAGED_BY}={names.MANAGED_BY}"]
+
+
 def _host_port(attrs: Mapping[str, Any]) -> int | None:
     bindings = (attrs.get("HostConfig", {}).get("PortBindings") or {}).get(f"{CONTAINER_PORT}/tcp") or []
     if bindings and bindings[0].get("HostPort"):
@@ -186,7 +193,7 @@ class DockerBackend:
         import docker.errors
 
         client = self.client
-        found = client.containers.list(all=True, filters={"label": f"{names.LABEL_COMPONENT}={component}"})
+        found = client.containers.list(all=True, filters={"label": _made_by_den(component)})
         volume_exists = False
         if volume:
             try:
@@ -203,7 +210,7 @@ class DockerBackend:
         """Every agent's network container, as its labels (address, policy, allowlist): one
         sparse listing, no inspection (the egress proxy's config is made from these)."""
         rows = self.client.api.containers(
-            all=True, filters={"label": f"{names.LABEL_COMPONENT}={names.COMPONENT_NET}"})
+            all=True, filters={"label": _made_by_den(names.COMPONENT_NET)})
         return [dict(row.get("Labels") or {}) for row in rows]
 
     def den_containers_on_network(self) -> int:
@@ -218,7 +225,7 @@ class DockerBackend:
 
     def gateway_endpoint(self) -> str | None:
         """The gateway's API on 127.0.0.1 (for the CLI), when its container runs."""
-        found = self.client.containers.list(filters={"label": f"{names.LABEL_COMPONENT}=gateway"})
+        found = self.client.containers.list(filters={"label": _made_by_den("gateway")})
         for container in found:
             ports = (container.attrs.get("NetworkSettings", {}).get("Ports") or {}).get(
                 f"{names.GATEWAY_PORT}/tcp") or []
@@ -539,7 +546,7 @@ class DockerBackend:
 
     def gateway_stats(self) -> Stats | None:
         """The same sample for the model gateway's container."""
-        found = self.client.containers.list(filters={"label": f"{names.LABEL_COMPONENT}=gateway"})
+        found = self.client.containers.list(filters={"label": _made_by_den("gateway")})
         return self._stats(found[0]) if found else None
 
     @staticmethod

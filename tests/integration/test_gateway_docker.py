@@ -125,10 +125,20 @@ def test_a_removed_gateway_heals_and_agents_answer_again_without_a_restart(den, 
     api = api_of(den, name)
     assert ask(api, "before").status_code == 200
     agent_id = docker_client.containers.get(f"den-{name}").id
-    docker_client.containers.get("den-gateway").remove(force=True)
-    removed = time.monotonic()
-    wait_until(lambda: ask(api, "after").status_code == 200, timeout=30, interval=0.3)
-    healed_in = time.monotonic() - removed
-    assert healed_in < 30
-    assert docker_client.containers.get(f"den-{name}").id == agent_id
-    assert is_ready(den, name)
+    # A container of the user's from the gateway image carries the image's den.dev/component
+    # label: Den must neither adopt it as its gateway nor remove it as a duplicate.
+    mine = docker_client.containers.run("den-gateway:latest", ["sleep", "300"], detach=True,
+                                        network_mode="none", labels={"den.test": "users-own"})
+    try:
+        docker_client.containers.get("den-gateway").remove(force=True)
+        removed = time.monotonic()
+        wait_until(lambda: ask(api, "after").status_code == 200, timeout=30, interval=0.3)
+        healed_in = time.monotonic() - removed
+        assert healed_in < 30
+        assert docker_client.containers.get(f"den-{name}").id == agent_id
+        assert is_ready(den, name)
+        mine.reload()
+        assert mine.status == "running"
+        assert docker_client.containers.get("den-gateway").labels["app.kubernetes.io/managed-by"] == "den"
+    finally:
+        mine.remove(force=True)

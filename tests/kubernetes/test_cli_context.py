@@ -248,3 +248,38 @@ async def test_exec_hands_over_to_kubectl_exec_on_the_agents_pod(operator: Kube,
         "sh", "-c", "echo hi"]
     code, out = await den(tmp_path, "--context", "kmock", "exec", "nobody", "--", "ls", env=path)
     assert code != 0 and "nobody" in out and not (tmp_path / "argv").read_text().count("nobody")
+
+
+async def test_cron_and_memory_reach_a_cluster_agent_through_the_port_forward(operator: Kube, cluster, tmp_path: Path):
+    """Like connect: without --url they say which port-forward to run; with it, the real runtime
+    (standing where the port-forward ends) answers with the Secret's token."""
+    import base64
+
+    from den.api.resource import Agent
+    from den.runtime.app import create_app
+    from tests.conftest import serve_app
+
+    kubeconfig(tmp_path / "kubeconfig", str(cluster.url).rstrip("/"))
+    secret = await _applied(operator, "hello")
+    token = json.loads(base64.b64decode(secret["data"]["env.json"]))["DEN_API_TOKEN"]
+    for command in ("cron", "memory"):
+        code, out = await den(tmp_path, "--context", "kmock", command, "hello")
+        assert code != 0 and "Traceback" not in out and f"den {command} needs a way in" in out
+        assert f"{command} hello --url http://127.0.0.1:8800" in out
+
+    agent = Agent.model_validate({
+        "apiVersion": "den.dev/v1alpha1", "kind": "Agent", "metadata": {"name": "hello", "namespace": "default"},
+        "spec": {"model": {"provider": "openai", "name": "m", "base_url": "http://127.0.0.1:9/v1"},
+                 "cron": [{"name": "nightly", "schedule": "0 2 * * *", "prompt": "Tidy up."}]}})
+    with serve_app(create_app(agent, env={"DEN_API_TOKEN": token}, home=tmp_path / "agent-home")) as forwarded:
+        code, out = await den(tmp_path, "--context", "kmock", "cron", "hello", "--url", forwarded, "-o", "json")
+        assert code == 0, out
+        assert [e["name"] for e in json.loads(out)["entries"]] == ["nightly"]
+        code, out = await den(tmp_path, "--context", "kmock", "memory", "hello", "add", "The cluster is kind.",
+                              "--url", forwarded)
+        assert code == 0, out
+        code, out = await den(tmp_path, "--context", "kmock", "memory", "hello", "--url", forwarded, "-o", "json")
+        assert code == 0, out
+        assert "The cluster is kind." in out
+        code, out = await den(tmp_path, "--context", "kmock", "cron", "hello", "--url", forwarded, "--token", "wrong")
+        assert code != 0 and "401" in out
