@@ -64,7 +64,7 @@ def world(den, den_home: Path, tmp_path: Path, docker_client, runtime_image, scr
         return name, path
 
     yield {"agentfile": agentfile, "scripted": scripted}
-    den("operator", "stop")
+    stop_operator(den, den_home)
     for name in made:
         for container in docker_client.containers.list(all=True, filters={"label": f"den.dev/agent={name}"}):
             container.remove(force=True, v=True)
@@ -73,6 +73,17 @@ def world(den, den_home: Path, tmp_path: Path, docker_client, runtime_image, scr
         for volume in docker_client.volumes.list(filters={"label": f"den.dev/agent={name}"}):
             volume.remove(force=True)
     remove_gateway(docker_client)
+
+
+def stop_operator(den, den_home: Path) -> None:
+    """``den operator stop``; should that fail (say, a source tree caught mid-edit), the pid its
+    lock file holds: an operator left behind would act on the next test's containers."""
+    from den.operator.controller import OperatorLock
+
+    den("operator", "stop")
+    pid = OperatorLock(den_home / "operator.lock").holder()
+    if pid and pid > 0:
+        os.kill(pid, signal.SIGKILL)
 
 
 def remove_gateway(docker_client) -> None:
