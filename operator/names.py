@@ -23,6 +23,9 @@ LABEL_ALLOW = "den.dev/allow"
 #: On Den's network: the subnet Den chose for it.
 LABEL_SUBNET = "den.dev/subnet"
 COMPONENT_NET = "net"
+#: Set on every agent container, so that it never carries its image's component label
+#: (an agent's base image may be built from den-egress or den-gateway).
+COMPONENT_AGENT = "agent"
 
 FINALIZER = "den.dev/cleanup"
 FINALIZER_DESTROY = "den.dev/destroy-volume"

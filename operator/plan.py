@@ -301,6 +301,7 @@ def desired_container(agent: Agent, observed: Observed, port: int,
         names.LABEL_AGENT: agent.name,
         names.LABEL_NAMESPACE: agent.namespace,
         names.LABEL_MANAGED_BY: names.MANAGED_BY,
+        names.LABEL_COMPONENT: names.COMPONENT_AGENT,
         names.LABEL_CONFIG_HASH: digest,
         names.LABEL_GENERATION: str(agent.metadata.generation or 0),
     }
