@@ -208,3 +208,12 @@ def test_plan_a_restarting_container_is_left_to_the_restart_policy() -> None:
         labels=container(a).labels, host_port=None, restart_count=3,
     )
     assert plan_text(a, observed(restarting, net=net_of(a), volume_exists=True)) == "nothing to do"
+
+
+def test_an_agent_and_its_network_container_name_their_component_whatever_their_image_says() -> None:
+    """Containers inherit their image's labels: an agent built FROM den-egress would otherwise
+    carry den.dev/component=egress and be taken for the egress proxy."""
+    desired = desired_container(agent(), observed(), 8800, address=ADDRESS)
+    assert desired.labels["den.dev/component"] == "agent"
+    assert desired.net.labels["den.dev/component"] == "net"
+    assert {"app.kubernetes.io/managed-by": "den"}.items() <= desired.labels.items()
