@@ -197,6 +197,20 @@ def test_the_chart_with_other_values_is_valid_and_keeps_provider_keys_in_the_gat
     assert gateway["containers"][0]["envFrom"] == [{"secretRef": {"name": "keys"}}]
     assert operator["containers"][0]["envFrom"] == [{"secretRef": {"name": "agent-env"}}]
     assert operator["containers"][0]["args"] == operator_image_cmd()  # every namespace
+    # The ledger: a PVC by default (budgets survive the pod moving), an emptyDir when asked.
+    claims = {o["metadata"]["name"]: o for o in cluster if o["kind"] == "PersistentVolumeClaim"}
+    assert claims["den-gateway-data"]["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    assert "storageClassName" not in claims["den-gateway-data"]["spec"]
+    data = next(v for v in gateway["volumes"] if v["name"] == "data")
+    assert data == {"name": "data", "persistentVolumeClaim": {"claimName": "den-gateway-data"}}
+    fast = template(helm, "gateway.persistence.storageClass=fast", "gateway.persistence.size=5Gi")
+    claim = next(o for o in fast if o["kind"] == "PersistentVolumeClaim")
+    valid(claim)
+    assert claim["spec"]["storageClassName"] == "fast" and claim["spec"]["resources"]["requests"]["storage"] == "5Gi"
+    ephemeral = template(helm, "gateway.persistence.enabled=false")
+    assert "PersistentVolumeClaim" not in [o["kind"] for o in ephemeral]
+    spec = next(o for o in ephemeral if o["metadata"]["name"] == "den-gateway" and o["kind"] == "Deployment")
+    assert {"name": "data", "emptyDir": {}} in spec["spec"]["template"]["spec"]["volumes"]
     namespaced = template(helm, "operator.watchNamespaces={team-a,team-b}")
     roles = sorted(o["metadata"]["namespace"] for o in namespaced if o["kind"] == "Role")
     assert roles == ["den-system", "team-a", "team-b"]  # the gateway Secret's Role, one per watched namespace
