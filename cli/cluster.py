@@ -164,26 +164,37 @@ def logs(name: str, namespace: str, *, follow: bool, tail: int | None) -> None:
                        hint=f"den --context {context()} up …; kubectl get pods -n {namespace}") from None
 
 
+def delivered_env(cluster, namespace: str, name: str) -> dict | None:
+    """What the agent's Secret delivers (``env.json``: its tokens and runtime.env), or None
+    when the operator has not written the Secret yet."""
+    import base64
+    import json
+
+    from den.operator.kube import core
+
+    secret = cluster.kube.get(f"{core(namespace, 'secrets')}/{_service((namespace, name))}-env")
+    if secret is None:
+        return None
+    return json.loads(base64.b64decode((secret.get("data") or {}).get("env.json") or "e30="))
+
+
 def api_info(name: str, namespace: str) -> dict:
     """What ``den api`` prints, for an agent in the cluster: its in-cluster endpoint, the token
     from its Secret, and the port-forward that reaches it from outside."""
-    import base64
     import json
 
     from den.api.contract import TOKEN_ENV
     from den.api.errors import DenError
-    from den.operator.kube import core
 
     cluster = store()
     agent = cluster.get(name, namespace)
     service = _service((namespace, name))
     endpoint = (agent.status.endpoint if agent.status else None) or f"http://{service}.{namespace}.svc:8800"
-    secret = cluster.kube.get(f"{core(namespace, 'secrets')}/{service}-env")
-    if secret is None:
+    env = delivered_env(cluster, namespace, name)
+    if env is None:
         raise DenError(f"agent {name} has no Secret {service}-env yet in namespace {namespace}",
                        hint="is the operator running? kubectl get pods -n den-system; "
                             f"kubectl describe agent {name} -n {namespace}")
-    env = json.loads(base64.b64decode((secret.get("data") or {}).get("env.json") or "e30="))
     token = env.get(TOKEN_ENV) or ""
     body = json.dumps({"model": name, "messages": [{"role": "user", "content": "Hello!"}]})
     local = "http://127.0.0.1:8800"
@@ -263,8 +274,6 @@ def export(
 def inspect(name: str, namespace: str) -> None:
     """``den inspect`` for an agent in the cluster: the Agent resource, its StatefulSet, what its
     Secret delivers (values masked), its network policy and the latest Events about it."""
-    import base64
-    import json
 
     from den.api.contract import TOKEN_ENV
     from den.cli.lifecycle import network_facts
@@ -275,12 +284,9 @@ def inspect(name: str, namespace: str) -> None:
     cluster = store()
     agent = cluster.get(name, namespace)
     service = _service((namespace, name))
-    secret = cluster.kube.get(f"{core(namespace, 'secrets')}/{service}-env")
-    if secret is None:
-        delivered: dict = {"error": f"no Secret {service}-env yet (is the operator running?)"}
-    else:
-        env = json.loads(base64.b64decode((secret.get("data") or {}).get("env.json") or "e30="))
-        delivered = {k: mask(str(v)) for k, v in sorted(env.items())}
+    env = delivered_env(cluster, namespace, name)
+    delivered = ({"error": f"no Secret {service}-env yet (is the operator running?)"} if env is None
+                 else {k: mask(str(v)) for k, v in sorted(env.items())})
     found = KubernetesBackend(cluster.kube, operator_namespace()).facts(agent)
     events = [e for e in cluster.kube.list(core(namespace, "events"))
               if (e.get("involvedObject") or {}).get("kind") == "Agent"
@@ -289,8 +295,8 @@ def inspect(name: str, namespace: str) -> None:
     emit({
         "agent": agent.manifest(),
         "context": context(),
-        "memory": {"error": "on the agent's PVC; ask the agent through a port-forward "
-                            f"(den --context {context()} api {name} prints it)"},
+        "memory": {"error": "on the agent's PVC; ask the agent through a port-forward: "
+                            f"den --context {context()} memory {name} --url http://127.0.0.1:8800"},
         "deliveredEnv": delivered,
         "deliveredEnvNote": f"inside the agent (Secret {service}-env); {TOKEN_ENV} is its API token",
         "network": network_facts(agent),
