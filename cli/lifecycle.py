@@ -22,10 +22,10 @@ def _preflight(agents: list) -> None:
     The same rules the reconciler stalls on (:func:`den.operator.plan.stalled_reason`),
     checked on the same observed snapshot, so ``den up`` refuses with the same words."""
     from den.api.errors import DenError
-    from den.operator.docker_backend import DockerBackend
+    from den.operator.docker_backend import local_backend
     from den.operator.plan import stalled_reason
 
-    backend = DockerBackend()
+    backend = local_backend()
     backend.check()
     from den.operator import names
 
@@ -231,7 +231,7 @@ def destroy(
     with open_store() as store:
         agent = store.get(name, namespace)
         if not yes and not typer.confirm(
-            f"Destroy agent {name}, its container and its volume {names.volume_name(name, namespace)} "
+            f"Destroy agent {name}, its container and its volume {store.installation.volume_name(name, namespace)} "
             "(memory and workspace)?", default=False,
         ):
             raise typer.Exit(1)
@@ -279,20 +279,22 @@ def status(
 
     if cluster.context():
         return cluster.status(namespace, output)
+    from den.operator import names
     from den.operator.controller import operator_pid
     from den.operator.store import open_store
 
     with open_store() as store:
         agents = store.list(namespace)
+        installation = store.installation
     stats: list[dict | None] = [None] * len(agents)
     running = [i for i, a in enumerate(agents) if a.status and a.status.phase == "Running"]
-    gateway: dict[str, Any] = {"name": "den-gateway", "phase": "NotRunning"}
+    gateway: dict[str, Any] = {"name": installation.gateway, "phase": "NotRunning"}
     ledger: dict[str, dict] = {}
     if agents:
         from den.operator.docker_backend import DockerBackend
         from den.operator.gateway import read_ledger
 
-        backend = DockerBackend()
+        backend = DockerBackend(installation=installation)
         with ThreadPoolExecutor(max_workers=8) as pool:
             sampled = pool.submit(backend.gateway_stats)
             for index, found in zip(running, pool.map(lambda i: backend.stats(agents[i]), running), strict=True):
@@ -329,7 +331,8 @@ def status(
             "usage": usage,
         })
     if output != Format.table:
-        emit({"operator": {"pid": operator_pid()}, "gateway": gateway, "agents": rows}, output)
+        emit({"installation": installation.id, "operator": {"pid": operator_pid()}, "gateway": gateway,
+              "agents": rows}, output)
         return
 
     def spend(usage: dict | None) -> str:
@@ -346,14 +349,15 @@ def status(
           f"{r['cpu_percent']}%" if r["cpu_percent"] is not None else "-",
           f"{_mb(r['memory_used'])}/{_mb(r['memory_limit'])}" if r["memory_used"] is not None else "-",
           _uptime(r["started_at"]), spend(r["usage"])] for r in rows]
-        + ([["den-gateway", gateway["phase"], gateway.get("endpoint") or "-",
+        + ([[gateway["name"], gateway["phase"], gateway.get("endpoint") or "-",
              f"{gateway['cpu_percent']}%" if "cpu_percent" in gateway else "-",
              f"{_mb(gateway['memory_used'])}/{_mb(gateway['memory_limit'])}" if "memory_used" in gateway else "-",
              _uptime(gateway.get("started_at")), "(model gateway)"]] if agents else []),
         empty="No agents. Try: den init && den up",
     )
     pid = operator_pid()
-    err_console().print(f"operator: running (pid {pid})" if pid else "operator: not running (den up starts it)")
+    err_console().print((f"operator: running (pid {pid})" if pid else "operator: not running (den up starts it)")
+                        + f"; installation {installation.id} ({names.den_home()})")
 
 
 @app.command()
@@ -378,13 +382,13 @@ def logs(
     if cluster.context():
         cluster.logs(name, namespace, follow=follow, tail=tail)
         return
-    from den.operator.docker_backend import DockerBackend
+    from den.operator.docker_backend import local_backend
     from den.operator.store import open_store
 
     with open_store() as store:
         agent = store.get(name, namespace)
     out = sys.stdout.buffer
-    for chunk in DockerBackend().logs(agent, follow=follow, tail=tail):
+    for chunk in local_backend().logs(agent, follow=follow, tail=tail):
         out.write(chunk)
         out.flush()
 
@@ -413,12 +417,12 @@ def exec_(
         command = command[1:]
     if cluster.context():
         return cluster.exec_(name, namespace, command, interactive=interactive, tty=tty)
-    from den.operator.docker_backend import DockerBackend
+    from den.operator.docker_backend import local_backend
     from den.operator.store import open_store
 
     with open_store() as store:
         agent = store.get(name, namespace)
-    backend = DockerBackend()
+    backend = local_backend()
     if interactive or tty:
         argv = backend.exec_argv(agent, command, interactive=interactive, tty=tty)
         os.execvp(argv[0], argv)
@@ -521,7 +525,7 @@ def inspect(
     if cluster.context():
         return cluster.inspect(name, namespace)
     from den.api.contract import TOKEN_ENV, provider_key_name
-    from den.operator.docker_backend import DockerBackend
+    from den.operator.docker_backend import local_backend
     from den.operator.secrets import LocalCredentials, MissingVariable, mask
     from den.operator.store import open_store
 
@@ -540,7 +544,7 @@ def inspect(
     key_name = provider_key_name(agent.spec.model.provider)
     facts: dict[str, Any] = {}
     try:
-        found = DockerBackend().facts(agent)
+        found = local_backend().facts(agent)
     except Exception as exc:  # inspect still shows the stored side without Docker
         found = None
         facts["error"] = str(exc)

@@ -295,17 +295,20 @@ def run_operator(*, log_file: Path | None = None) -> int:
     lock = OperatorLock(names.operator_lock_path())
     if not lock.acquire():
         raise DenError(f"an operator is already running (pid {lock.holder()})", hint="den operator status")
-    backend = DockerBackend()
-    backend.check()  # fail fast when Docker is unreachable
     store = Store(names.state_db_path())
+    installation = store.installation
+    log.info("installation %s (%s)", installation.id, names.den_home())
+    backend = DockerBackend(installation=installation)
+    backend.check()  # fail fast when Docker is unreachable
     credentials = LocalCredentials()
     prober = ReadinessProber()
     reconciler = Reconciler(store, backend, credentials=credentials, readiness=prober, cron_report=fetch_cron)
 
     def docker_events():
-        return backend.client.events(
-            decode=True, filters={"type": "container", "label": f"{names.LABEL_MANAGED_BY}={names.MANAGED_BY}"}
-        )
+        """This installation's container events (another installation's are not ours to heal)."""
+        events = backend.client.events(decode=True, filters={"type": "container",
+                                                             "label": installation.label_filter})
+        return (e for e in events if installation.owns((e.get("Actor") or {}).get("Attributes")))
 
     controller = Controller(store, reconciler, events_source=docker_events, watch_version=credentials.version,
                             system={gateway.KEY: gateway.GatewayReconciler(store, backend, credentials),

@@ -80,11 +80,12 @@ def _tar(files: Mapping[str, tuple[bytes, int]]) -> bytes:
     return buffer.getvalue()
 
 
-def _made_by_den(component: str) -> list[str]:
-    """Label filters for the containers Den made of a component. The images carry
+def _made_by_den(component: str, installation: names.Installation) -> list[str]:
+    """Label filters for the containers an installation made of a component. The images carry
     ``den.dev/component`` too (a container inherits its image's labels: a ``docker build``
-    step or a ``docker run den-gateway``), so only the label Den sets at creation tells."""
-    return [f"{names.LABEL_COMPONENT}={component}", f"{names.LABEL_MANAGED_BY}={names.MANAGED_BY}"]
+    step or a ``docker run den-gateway``), so only the labels Den sets at creation tell."""
+    return [f"{names.LABEL_COMPONENT}={component}", f"{names.LABEL_MANAGED_BY}={names.MANAGED_BY}",
+            *installation.label_filter]
 
 
 def _host_port(attrs: Mapping[str, Any]) -> int | None:
@@ -100,12 +101,19 @@ def _is_port_conflict(error: Exception) -> bool:
 
 
 class DockerBackend:
-    """Agents as containers on the local Docker Engine."""
+    """One installation's agents as containers on the local Docker Engine. It observes, adopts
+    and removes only what carries its own installation label (:class:`names.Installation`)."""
 
     kind = "docker"
 
-    def __init__(self, client: Any | None = None) -> None:
+    def __init__(self, client: Any | None = None, installation: names.Installation | None = None) -> None:
         self._client = client
+        self.installation = installation or names.Installation()
+
+    def _containers(self, filters: list[str], *, running_only: bool = False) -> list[Any]:
+        """This installation's containers matching label filters (inspected)."""
+        found = self.client.containers.list(all=not running_only, filters={"label": filters})
+        return [c for c in found if self.installation.owns(c.labels)]
 
     @property
     def client(self) -> Any:
@@ -125,11 +133,13 @@ class DockerBackend:
         import docker.errors
 
         client = self.client
+        installation = self.installation
         mine, nets, used, addresses = [], [], set(), set()
         for row in client.api.containers(all=True, filters={"label": names.LABEL_AGENT}):
             labels = row.get("Labels") or {}
             is_net = labels.get(names.LABEL_COMPONENT) == names.COMPONENT_NET
-            if (labels.get(names.LABEL_AGENT) == agent.name
+            ours = installation.owns(labels)
+            if (ours and labels.get(names.LABEL_AGENT) == agent.name
                     and labels.get(names.LABEL_NAMESPACE, "default") == agent.namespace):
                 try:
                     container = client.containers.get(row["Id"])
@@ -137,12 +147,12 @@ class DockerBackend:
                     continue
                 (nets if is_net else mine).append(self._observed(container))
                 continue
-            for port in row.get("Ports") or []:
+            for port in row.get("Ports") or []:  # host ports are the engine's: every installation's count
                 if port.get("PublicPort") and port.get("PrivatePort") == CONTAINER_PORT:
                     used.add(int(port["PublicPort"]))
-            if is_net and labels.get(names.LABEL_ADDRESS):
+            if ours and is_net and labels.get(names.LABEL_ADDRESS):
                 addresses.add(labels[names.LABEL_ADDRESS])
-        name = names.container_name(agent.name, agent.namespace)
+        name = installation.container_name(agent.name, agent.namespace)
         foreign = False
         if not any(c.name == name for c in mine):
             try:
@@ -151,7 +161,7 @@ class DockerBackend:
             except docker.errors.NotFound:
                 pass
         try:
-            client.volumes.get(names.volume_name(agent.name, agent.namespace))
+            client.volumes.get(installation.volume_name(agent.name, agent.namespace))
             volume = True
         except docker.errors.NotFound:
             volume = False
@@ -159,7 +169,8 @@ class DockerBackend:
         return Observed(containers=tuple(mine), volume_exists=volume, image_id=self._image_id(agent.spec.runtime.base),
                         foreign_container=foreign, used_ports=frozenset(used), network_exists=exists,
                         layout=layout, network_stale=stale, net_containers=tuple(nets),
-                        used_addresses=frozenset(addresses), net_image_id=self._image_id(names.EGRESS_IMAGE))
+                        used_addresses=frozenset(addresses), net_image_id=self._image_id(names.EGRESS_IMAGE),
+                        installation=installation)
 
     def _image_id(self, image: str) -> str | None:
         import docker.errors
@@ -175,7 +186,8 @@ class DockerBackend:
     def network_state(self) -> tuple[Layout | None, bool, bool]:
         """(layout, stale, exists) of Den's network: stale when a network of that name was
         made without Den's subnet (an earlier Den): the planner replaces it."""
-        found = [n for n in self.client.networks.list(names=[names.NETWORK]) if n.name == names.NETWORK]
+        network = self.installation.network
+        found = [n for n in self.client.networks.list(names=[network]) if n.name == network]
         if not found:
             return None, False, False
         labels = found[0].attrs.get("Labels") or {}
@@ -186,14 +198,14 @@ class DockerBackend:
 
     def observe_gateway(self) -> ObservedGateway:
         """The gateway's container(s), volume, network and image, in one snapshot."""
-        return self.observe_system("gateway", names.GATEWAY_IMAGE, names.GATEWAY_VOLUME)
+        return self.observe_system("gateway", names.GATEWAY_IMAGE, self.installation.gateway_volume)
 
     def observe_system(self, component: str, image: str, volume: str | None = None) -> ObservedGateway:
         """A system component's container(s), volume, image and Den's network."""
         import docker.errors
 
         client = self.client
-        found = client.containers.list(all=True, filters={"label": _made_by_den(component)})
+        found = self._containers(_made_by_den(component, self.installation))
         volume_exists = False
         if volume:
             try:
@@ -204,28 +216,28 @@ class DockerBackend:
         layout, stale, exists = self.network_state()
         return ObservedGateway(containers=tuple(self._observed(c) for c in found), volume_exists=volume_exists,
                                network_exists=exists, image_id=self._image_id(image), layout=layout,
-                               network_stale=stale)
+                               network_stale=stale, installation=self.installation)
 
     def net_containers(self) -> list[dict[str, str]]:
         """Every agent's network container, as its labels (address, policy, allowlist): one
         sparse listing, no inspection (the egress proxy's config is made from these)."""
         rows = self.client.api.containers(
-            all=True, filters={"label": _made_by_den(names.COMPONENT_NET)})
-        return [dict(row.get("Labels") or {}) for row in rows]
+            all=True, filters={"label": _made_by_den(names.COMPONENT_NET, self.installation)})
+        return [dict(row.get("Labels") or {}) for row in rows if self.installation.owns(row.get("Labels"))]
 
     def den_containers_on_network(self) -> int:
         """How many containers are attached to Den's network (it is removed only when none)."""
         import docker.errors
 
         try:
-            network = self.client.networks.get(names.NETWORK)
+            network = self.client.networks.get(self.installation.network)
         except docker.errors.NotFound:
             return 0
         return len(network.attrs.get("Containers") or {})
 
     def gateway_endpoint(self) -> str | None:
         """The gateway's API on 127.0.0.1 (for the CLI), when its container runs."""
-        found = self.client.containers.list(filters={"label": _made_by_den("gateway")})
+        found = self._containers(_made_by_den("gateway", self.installation), running_only=True)
         for container in found:
             ports = (container.attrs.get("NetworkSettings", {}).get("Ports") or {}).get(
                 f"{names.GATEWAY_PORT}/tcp") or []
@@ -263,9 +275,10 @@ class DockerBackend:
             self._remove_network(operation.name)
         elif operation.action == Action.create_volume:
             assert desired is not None, "CreateVolume carries the desired container (for its labels)"
-            owner = (names.LABEL_AGENT, names.LABEL_NAMESPACE, names.LABEL_COMPONENT, names.LABEL_MANAGED_BY)
+            owner = (names.LABEL_AGENT, names.LABEL_NAMESPACE, names.LABEL_COMPONENT)
             client.volumes.create(name=operation.name,
-                                  labels={k: desired.labels[k] for k in owner if k in desired.labels})
+                                  labels={**{k: desired.labels[k] for k in owner if k in desired.labels},
+                                          **self.installation.labels})
         elif operation.action == Action.create_container:
             assert desired is not None, "CreateContainer carries the desired container"
             if isinstance(desired, DesiredGateway):
@@ -332,8 +345,9 @@ class DockerBackend:
         import docker.types
 
         with _NETWORK_LOCK:
-            if not self._network_exists(name):
-                taken = host_routes()
+            lost: list[str] = []  # subnets another installation took between our look and our create
+            while not self._network_exists(name):
+                taken = host_routes() + lost
                 for network in self.client.networks.list():
                     for config in (network.attrs.get("IPAM") or {}).get("Config") or []:
                         if config.get("Subnet"):
@@ -343,11 +357,14 @@ class DockerBackend:
                     subnet=layout.subnet, gateway=layout.host, iprange=layout.dynamic_range)])
                 try:
                     self.client.networks.create(name, driver="bridge", check_duplicate=True, ipam=ipam,
-                                                labels={names.LABEL_MANAGED_BY: names.MANAGED_BY,
+                                                labels={**self.installation.labels,
                                                         names.LABEL_SUBNET: layout.subnet})
-                except docker.errors.APIError as exc:  # another process made it first
-                    if exc.status_code != 409:
+                except docker.errors.APIError as exc:
+                    if exc.status_code == 409:  # another process of this installation made it first
+                        break
+                    if "overlap" not in str(exc).lower() or len(lost) >= 5 or os.environ.get("DEN_SUBNET"):
                         raise
+                    lost.append(layout.subnet)
             found = [n for n in self.client.networks.list(names=[name]) if n.name == name]
             for extra in sorted(found, key=lambda n: n.attrs.get("Created", ""))[1:]:
                 try:
@@ -502,11 +519,11 @@ class DockerBackend:
         import docker.errors
 
         try:
-            found = self.client.containers.get(names.container_name(agent.name, agent.namespace))
+            found = self.client.containers.get(self.installation.container_name(agent.name, agent.namespace))
         except docker.errors.NotFound:
             return None
         labels = found.labels or {}
-        return found if labels.get(names.LABEL_AGENT) == agent.name else None
+        return found if labels.get(names.LABEL_AGENT) == agent.name and self.installation.owns(labels) else None
 
     def facts(self, agent: Agent) -> ContainerFacts | None:
         container = self._container(agent)
@@ -519,14 +536,15 @@ class DockerBackend:
             import docker.errors
 
             try:  # published by its network container
-                holder = self.client.containers.get(names.net_container_name(agent.name, agent.namespace))
+                holder = self.client.containers.get(
+                    self.installation.net_container_name(agent.name, agent.namespace))
                 ports = holder.attrs.get("HostConfig", {}).get("PortBindings")
             except docker.errors.NotFound:
                 ports = None
         return ContainerFacts(
             id=container.short_id,
             name=container.name,
-            image=attrs.get("Config", {}).get("Image"),
+            image=(container.labels or {}).get(names.LABEL_IMAGE) or attrs.get("Config", {}).get("Image"),
             state=attrs.get("State", {}).get("Status", "unknown"),
             started_at=attrs.get("State", {}).get("StartedAt"),
             restart_count=int(attrs.get("RestartCount") or 0),
@@ -546,7 +564,7 @@ class DockerBackend:
 
     def gateway_stats(self) -> Stats | None:
         """The same sample for the model gateway's container."""
-        found = self.client.containers.list(filters={"label": _made_by_den("gateway")})
+        found = self._containers(_made_by_den("gateway", self.installation), running_only=True)
         return self._stats(found[0]) if found else None
 
     @staticmethod
@@ -585,6 +603,14 @@ class DockerBackend:
         container = self._running(agent)
         flags = "-" + ("i" if interactive else "") + ("t" if tty else "")
         return ["docker", "exec", flags, container.name, *command]
+
+
+def local_backend() -> DockerBackend:
+    """The Docker backend of this ``$DEN_HOME``'s installation (its id is in the state store)."""
+    from den.operator.store import open_store
+
+    with open_store() as store:
+        return DockerBackend(installation=store.installation)
 
 
 def host_gateway_ip(client: Any | None = None) -> str:

@@ -65,12 +65,13 @@ def clients_of(net_labels: list[dict[str, str]]) -> list[EgressClient]:
 def desired_egress(observed: ObservedGateway) -> DesiredGateway:
     user, _ = container_user()
     folder = names.egress_dir()
+    installation = observed.installation
     address = observed.layout.egress if observed.layout else None
-    settings = {"user": user, "config": str(folder), "network": names.NETWORK, "address": address}
+    settings = {"user": user, "config": str(folder), "network": installation.network, "address": address}
     digest = gateway_hash(observed.image_id, settings)
-    labels = {names.LABEL_COMPONENT: "egress", names.LABEL_MANAGED_BY: names.MANAGED_BY,
-              names.LABEL_CONFIG_HASH: digest}
-    return DesiredGateway(name=names.EGRESS, image=names.EGRESS_IMAGE, volume=None, network=names.NETWORK,
+    labels = {names.LABEL_COMPONENT: "egress", **installation.labels, names.LABEL_CONFIG_HASH: digest}
+    return DesiredGateway(name=installation.egress, image=observed.image_id or names.EGRESS_IMAGE, volume=None,
+                          network=installation.network,
                           port=names.EGRESS_PORT, config_dir=str(folder / "config"), user=user, labels=labels,
                           config_hash=digest, address=address, log_dir=str(folder / "log"))
 
@@ -123,7 +124,7 @@ class EgressReconciler:
             if self._reload_pending and running and not plan.operations:
                 if _seconds_since(running[0].started_at) < RELOAD_SETTLE:
                     return Result(requeue_after=RELOAD_SETTLE)  # squid dies of a SIGHUP while starting
-                plan.add(Operation(Action.reload_container, names.EGRESS, "squid.conf changed"))
+                plan.add(Operation(Action.reload_container, running[0].name, "squid.conf changed"))
                 self._reload_pending = False
             elif not running:
                 self._reload_pending = False  # it reads the config as it starts
@@ -148,7 +149,8 @@ class EgressReconciler:
             if self.backend.den_containers_on_network():
                 return Result(requeue_after=1.0)  # the gateway is on its way out
             try:
-                self.backend.execute(Operation(Action.remove_network, names.NETWORK, "no agent needs it"))
+                self.backend.execute(Operation(Action.remove_network, observed.installation.network,
+                                               "no agent needs it"))
             except StaleEndpoints as exc:
                 # Not retried every few seconds: the resync tries again, quietly, and the next
                 # agent simply uses the network.
@@ -157,7 +159,8 @@ class EgressReconciler:
                     log.warning("%s (%s)", exc.message, exc.hint)
                     self.store.record_event(KEY, "NetworkLeft", f"{exc.message} ({exc.hint})", type_="Warning")
                 return Result()
-            self.store.record_event(KEY, "RemoveNetwork", f"network:{names.NETWORK} (no agent needs it)")
+            self.store.record_event(KEY, "RemoveNetwork",
+                                    f"network:{observed.installation.network} (no agent needs it)")
         return Result()
 
     # -- counts --------------------------------------------------------------------

@@ -117,13 +117,15 @@ def write_config(agents: Iterable[Agent], credentials: LocalCredentials) -> bool
 
 def desired_gateway(observed: ObservedGateway) -> DesiredGateway:
     user, _ = container_user()
-    labels = {names.LABEL_COMPONENT: "gateway", names.LABEL_MANAGED_BY: names.MANAGED_BY}
+    installation = observed.installation
+    labels = {names.LABEL_COMPONENT: "gateway", **installation.labels}
     address = observed.layout.gateway if observed.layout else None
     settings = {"port": names.GATEWAY_PORT, "user": user, "config": str(names.gateway_dir()),
-                "network": names.NETWORK, "volume": names.GATEWAY_VOLUME, "address": address}
+                "network": installation.network, "volume": installation.gateway_volume, "address": address}
     digest = gateway_hash(observed.image_id, settings)
     return DesiredGateway(
-        name=names.GATEWAY, image=names.GATEWAY_IMAGE, volume=names.GATEWAY_VOLUME, network=names.NETWORK,
+        name=installation.gateway, image=observed.image_id or names.GATEWAY_IMAGE,
+        volume=installation.gateway_volume, network=installation.network,
         port=names.GATEWAY_PORT, config_dir=str(names.gateway_dir()), user=user,
         labels={**labels, names.LABEL_CONFIG_HASH: digest}, config_hash=digest, address=address,
     )

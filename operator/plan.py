@@ -130,6 +130,8 @@ class Observed:
     #: The backend enforces runtime.network itself (Kubernetes: a NetworkPolicy per agent), so
     #: the plan makes neither Den's Docker network nor a network container.
     policy_in_backend: bool = False
+    #: Whose names and labels to plan with (the backend observes one installation).
+    installation: names.Installation = names.Installation()
 
 
 @dataclass(frozen=True)
@@ -157,6 +159,7 @@ class ObservedGateway:
     image_id: str | None = None
     layout: Layout | None = None
     network_stale: bool = False
+    installation: names.Installation = names.Installation()
 
 
 class Action(str, Enum):
@@ -235,7 +238,8 @@ def choose_port(agent: Agent, observed: Observed, avoid: frozenset[int] = frozen
     return port
 
 
-def config_hash(agent: Agent, image_id: str | None, secrets_digest: str = "none", net_hash: str = "") -> str:
+def config_hash(agent: Agent, image_id: str | None, secrets_digest: str = "none", net_hash: str = "",
+                network: str = names.NETWORK) -> str:
     """sha256 of what the container is made from: the spec (less desiredState, and less cron,
     which is delivered to the running agent: :func:`make_config_plan`), the image, the digest
     of its secrets (a rotated key or token is a change like any other) and its network
@@ -243,7 +247,7 @@ def config_hash(agent: Agent, image_id: str | None, secrets_digest: str = "none"
     spec = agent.spec.model_dump(mode="json", exclude={"desiredState", "cron"})
     canonical = json.dumps(
         {"spec": spec, "image": image_id or agent.spec.runtime.base, "namespace": agent.namespace,
-         "secrets": secrets_digest, "network": names.NETWORK, "net": net_hash},
+         "secrets": secrets_digest, "network": network, "net": net_hash},
         sort_keys=True,
         separators=(",", ":"),
     )
@@ -265,6 +269,7 @@ def proxy_environment(policy: str) -> dict[str, str]:
 def desired_net(agent: Agent, observed: Observed, port: int, address: str) -> DesiredNetContainer:
     assert observed.layout is not None, "the network container needs Den's network layout"
     layout = observed.layout
+    installation = observed.installation
     policy = str(agent.spec.runtime.network)
     ruleset = nft_ruleset(policy, address, layout)
     hosts = {names.GATEWAY: layout.gateway, names.EGRESS: layout.egress}
@@ -278,14 +283,16 @@ def desired_net(agent: Agent, observed: Observed, port: int, address: str) -> De
         names.LABEL_NAMESPACE: agent.namespace,
         names.LABEL_MANAGED_BY: names.MANAGED_BY,
         names.LABEL_COMPONENT: names.COMPONENT_NET,
+        names.LABEL_INSTALLATION: installation.id,
         names.LABEL_CONFIG_HASH: digest,
         names.LABEL_ADDRESS: address,
         names.LABEL_POLICY: policy,
         names.LABEL_ALLOW: allow,
     }
     return DesiredNetContainer(
-        name=names.net_container_name(agent.name, agent.namespace), image=names.EGRESS_IMAGE,
-        address=address, port=port, network=names.NETWORK, policy=policy, ruleset=ruleset,
+        name=installation.net_container_name(agent.name, agent.namespace),
+        image=observed.net_image_id or names.EGRESS_IMAGE,
+        address=address, port=port, network=installation.network, policy=policy, ruleset=ruleset,
         hosts=hosts, labels=labels, config_hash=digest,
     )
 
@@ -296,12 +303,17 @@ def desired_container(agent: Agent, observed: Observed, port: int,
     ``address`` is chosen, its network container."""
     secrets = secrets or AgentSecrets({})
     net = desired_net(agent, observed, port, address) if observed.layout and address else None
-    digest = config_hash(agent, observed.image_id, secrets.digest(), net.config_hash if net else "")
+    installation = observed.installation
+    digest = config_hash(agent, observed.image_id, secrets.digest(), net.config_hash if net else "",
+                         installation.network)
     labels = {
         names.LABEL_AGENT: agent.name,
         names.LABEL_NAMESPACE: agent.namespace,
         names.LABEL_MANAGED_BY: names.MANAGED_BY,
         names.LABEL_COMPONENT: names.COMPONENT_AGENT,
+        names.LABEL_INSTALLATION: installation.id,
+        #: What the Agentfile asked for; the container runs the image id it was planned with.
+        names.LABEL_IMAGE: agent.spec.runtime.base,
         names.LABEL_CONFIG_HASH: digest,
         names.LABEL_GENERATION: str(agent.metadata.generation or 0),
     }
@@ -309,9 +321,10 @@ def desired_container(agent: Agent, observed: Observed, port: int,
     manifest["metadata"].pop("annotations", None)
     policy = str(agent.spec.runtime.network)
     return DesiredContainer(
-        name=names.container_name(agent.name, agent.namespace),
-        image=agent.spec.runtime.base,
-        volume=names.volume_name(agent.name, agent.namespace),
+        name=installation.container_name(agent.name, agent.namespace),
+        # The image id the plan was made with, not a tag another checkout's build can move.
+        image=observed.image_id or agent.spec.runtime.base,
+        volume=installation.volume_name(agent.name, agent.namespace),
         port=port,
         cpu=agent.spec.runtime.cpu,
         memory_mb=agent.spec.runtime.memory,
@@ -319,7 +332,7 @@ def desired_container(agent: Agent, observed: Observed, port: int,
         config_hash=digest,
         network=policy,
         hostname=agent.name,
-        docker_network=f"container:{net.name}" if net else names.NETWORK,
+        docker_network=f"container:{net.name}" if net else installation.network,
         environment=proxy_environment(policy),
         net=net,
         manifest=manifest,
@@ -332,7 +345,7 @@ def stalled_reason(agent: Agent, observed: Observed) -> tuple[str, str] | None:
 
     The one home of the foreign-container and missing-image rules: the planner stalls on
     them and ``den up`` refuses with the same words before storing anything."""
-    name = names.container_name(agent.name, agent.namespace)
+    name = observed.installation.container_name(agent.name, agent.namespace)
     if observed.foreign_container:
         return ("NameConflict", f"a container named {name} exists and Den does not own it; "
                                 "rename or remove it, or give the agent another name")
@@ -383,9 +396,9 @@ def make_plan(agent: Agent, observed: Observed, desired: DesiredContainer, *, de
             return plan
     if not observed.policy_in_backend and (observed.layout is None or net is None):
         if observed.network_stale:
-            plan.add(Operation(Action.remove_network, desired.docker_network if net else names.NETWORK,
+            plan.add(Operation(Action.remove_network, observed.installation.network,
                                "made without Den's subnet (an earlier Den): replaced"))
-        plan.add(Operation(Action.create_network, names.NETWORK, "not found" if not observed.network_stale
+        plan.add(Operation(Action.create_network, observed.installation.network, "not found" if not observed.network_stale
                            else "replaced with Den's subnet"))
         plan.incomplete = True
         return plan

@@ -30,6 +30,7 @@ from typing import Any, Literal
 
 from den.api.errors import AlreadyExists, Conflict, DenError, NotFound
 from den.api.resource import Agent, AgentStatus, now
+from den.operator.names import DEFAULT_INSTALLATION, Installation, check_installation_id
 from den.operator.selectors import Selector, parse_selector
 
 ChangeType = Literal["ADDED", "MODIFIED", "DELETED"]
@@ -125,6 +126,13 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         CREATE INDEX events_by_object ON events (namespace, name, id);
         """,
     ),
+    (
+        2,
+        "settings",
+        """
+        CREATE TABLE settings (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+        """,
+    ),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
@@ -198,9 +206,50 @@ class Store:
                         continue  # another process migrated first
                     for statement in filter(str.strip, sql.split(";")):
                         db.execute(statement)
+                    if version == 2 and done:  # a store made before installations: the default one
+                        db.execute("INSERT INTO settings VALUES ('installation', ?)", (DEFAULT_INSTALLATION,))
                     db.execute(
                         "INSERT INTO den_migrations VALUES (?, ?, ?)", (version, name, now())
                     )
+
+    # -- the installation -------------------------------------------------------
+
+    @property
+    def installation(self) -> Installation:
+        """This store's installation (its namespace on the engine), chosen once and recorded.
+
+        ``DEN_INSTALLATION`` names it when the store is new (or has no agent yet); a store
+        made before installations existed is the default one (Den's short names, so its
+        agents, volumes and memory are found again); any other new store takes an id derived
+        from its path (stable: the same ``$DEN_HOME`` finds its objects again)."""
+        import hashlib
+        import os
+
+        cached = getattr(self, "_installation", None)
+        if cached is not None:
+            return cached
+        wanted = os.environ.get("DEN_INSTALLATION") or None
+        if wanted:
+            check_installation_id(wanted, "DEN_INSTALLATION")
+        with self.transaction() as db:
+            row = db.execute("SELECT value FROM settings WHERE name = 'installation'").fetchone()
+            recorded = row[0] if row else None
+            if recorded and wanted and wanted != recorded:
+                if db.execute("SELECT 1 FROM resources LIMIT 1").fetchone():
+                    raise StoreError(
+                        f"{self.path.parent} is installation {recorded!r}, but DEN_INSTALLATION says {wanted!r}",
+                        hint="unset DEN_INSTALLATION, or remove this installation's agents first "
+                             "(an installation's objects on the engine are named after it)")
+                recorded = None
+            if recorded is None:
+                if wanted:
+                    recorded = wanted
+                else:
+                    home = str(self.path.parent.resolve())
+                    recorded = hashlib.sha256(home.encode()).hexdigest()[:6]
+                db.execute("INSERT OR REPLACE INTO settings VALUES ('installation', ?)", (recorded,))
+        self._installation = Installation(recorded)
+        return self._installation
 
     def _next_rv(self, db: sqlite3.Connection) -> int:
         db.execute("UPDATE counters SET value = value + 1 WHERE name = 'resourceVersion'")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,11 +29,78 @@ class Result:
         return self.stdout + self.stderr
 
 
+#: Installations this session made (each test's DEN_HOME is one): removed at the end, whatever
+#: happened, so the suite leaves nothing on the engine and never touches another installation.
+_INSTALLATIONS: list[str] = []
+
+
+def new_installation() -> str:
+    """A fresh installation id for a test's DEN_HOME (``t-`` and 6 hex digits)."""
+    installation = f"t-{uuid.uuid4().hex[:6]}"
+    _INSTALLATIONS.append(installation)
+    return installation
+
+
 @pytest.fixture
 def den_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     home = tmp_path / "den-home"
     monkeypatch.setenv("DEN_HOME", str(home))
+    monkeypatch.setenv("DEN_INSTALLATION", new_installation())
     return home
+
+
+@pytest.fixture
+def installation(den_home: Path):
+    """The test's installation: what its agents, gateway, proxy and network are named."""
+    from den.operator.names import Installation
+
+    return Installation(os.environ["DEN_INSTALLATION"])
+
+
+def remove_installation(client, installation: str) -> list[str]:
+    """Remove every container, volume and network labelled with ``installation``; what went."""
+    import docker.errors
+
+    label = {"label": f"den.dev/installation={installation}"}
+    gone = []
+    for container in client.containers.list(all=True, filters=label):
+        try:
+            container.remove(force=True, v=True)
+            gone.append(f"container:{container.name}")
+        except docker.errors.NotFound:
+            pass
+    for network in client.networks.list(filters=label):
+        try:
+            network.reload()
+            for attached in network.attrs.get("Containers") or {}:
+                network.disconnect(attached, force=True)
+            network.remove()
+            gone.append(f"network:{network.name}")
+        except docker.errors.APIError:
+            pass
+    for volume in client.volumes.list(filters=label):
+        try:
+            volume.remove(force=True)
+            gone.append(f"volume:{volume.name}")
+        except docker.errors.APIError:
+            pass
+    return gone
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _remove_the_sessions_installations():
+    yield
+    if not _INSTALLATIONS:
+        return
+    try:
+        import docker
+
+        client = docker.from_env(timeout=30)
+        client.ping()
+    except Exception:  # noqa: BLE001 (no Docker: nothing was made there)
+        return
+    for installation in _INSTALLATIONS:
+        remove_installation(client, installation)
 
 
 @pytest.fixture

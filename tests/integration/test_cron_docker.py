@@ -61,7 +61,7 @@ def test_cron_runs_on_time_and_by_hand_reloads_in_place_and_keeps_the_agents_tas
     assert "plants" in table and "agent" in table and "agentfile" in table
 
     # A new schedule reaches the running container: same container, same StartedAt.
-    container = docker_client.containers.get(f"den-{name}")
+    container = docker_client.containers.get(world["installation"].container_name(name))
     started = container.attrs["State"]["StartedAt"]
     body = json.loads(path.read_text())
     body["cron"] = [{**tick, "schedule": "0 3 * * *"}]
@@ -72,7 +72,7 @@ def test_cron_runs_on_time_and_by_hand_reloads_in_place_and_keeps_the_agents_tas
     assert changed["nextRun"].endswith("T03:00:00Z")
     assert agent_json(den, name)["status"]["nextRun"].endswith(("T03:00:00Z", "T07:00:00Z"))
     container.reload()
-    assert container.id == docker_client.containers.get(f"den-{name}").id
+    assert container.id == docker_client.containers.get(world["installation"].container_name(name)).id
     assert container.attrs["State"]["StartedAt"] == started
     history = json.loads(den("cron", name, "history", "tick", "-o", "json").stdout)["items"]
     assert len(history) >= 2  # kept across the reload

@@ -21,6 +21,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.conftest import remove_installation
+
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
 
@@ -43,7 +45,7 @@ def scripted(docker_client):
 
 
 @pytest.fixture
-def world(den, den_home: Path, tmp_path: Path, docker_client, runtime_image, scripted):
+def world(den, den_home: Path, tmp_path: Path, docker_client, runtime_image, scripted, installation):
     """Names, an Agentfile writer and a cleanup that runs even when the test fails."""
     made: list[str] = []
 
@@ -63,16 +65,13 @@ def world(den, den_home: Path, tmp_path: Path, docker_client, runtime_image, scr
         path.write_text(json.dumps(body))
         return name, path
 
-    yield {"agentfile": agentfile, "scripted": scripted}
+    yield {"agentfile": agentfile, "scripted": scripted, "installation": installation}
     stop_operator(den, den_home)
-    for name in made:
-        for container in docker_client.containers.list(all=True, filters={"label": f"den.dev/agent={name}"}):
+    for name in made:  # containers a test made by hand under an agent's name
+        for container in docker_client.containers.list(
+                all=True, filters={"name": f"^/{installation.container_name(name)}$"}):
             container.remove(force=True, v=True)
-        for container in docker_client.containers.list(all=True, filters={"name": f"^/den-{name}$"}):
-            container.remove(force=True, v=True)
-        for volume in docker_client.volumes.list(filters={"label": f"den.dev/agent={name}"}):
-            volume.remove(force=True)
-    remove_gateway(docker_client)
+    remove_installation(docker_client, installation.id)
 
 
 def stop_operator(den, den_home: Path) -> None:
@@ -84,25 +83,6 @@ def stop_operator(den, den_home: Path) -> None:
     pid = OperatorLock(den_home / "operator.lock").holder()
     if pid and pid > 0:
         os.kill(pid, signal.SIGKILL)
-
-
-def remove_gateway(docker_client) -> None:
-    """The model gateway, its ledger volume, the egress proxy and the agents' network (made for
-    this test)."""
-    import docker.errors
-
-    for component in ("gateway", "egress"):
-        for container in docker_client.containers.list(all=True, filters={"label": f"den.dev/component={component}"}):
-            container.remove(force=True)
-    found = [*docker_client.volumes.list(filters={"name": "den-gateway-data"}),
-             *[n for n in docker_client.networks.list(names=["den"]) if n.name == "den"]]
-    for thing in found:
-        try:
-            thing.remove()
-        except docker.errors.NotFound:
-            pass
-        except docker.errors.APIError:  # still in use by something this test did not make
-            pass
 
 
 def agent_json(den, name: str) -> dict:
@@ -127,7 +107,7 @@ def is_ready(den, name: str, container_id: str | None = None, docker_client=None
     if not ready:
         return False
     if container_id and docker_client:
-        current = docker_client.containers.get(f"den-{name}")
+        current = docker_client.containers.get(world["installation"].container_name(name))
         return current.id != container_id and current.status == "running"
     return True
 
@@ -157,10 +137,10 @@ def test_up_serves_the_openai_api_with_the_agentfile_settings(den, world, docker
     assert sent and all(b["messages"][0] == {"role": "system", "content": sent[0]["messages"][0]["content"]} for b in sent)
     assert "You are Test Bot." in sent[0]["messages"][0]["content"]
     assert sent[0]["temperature"] == 0.3 and sent[0]["max_tokens"] == 123
-    attrs = docker_client.containers.get(f"den-{name}").attrs
+    attrs = docker_client.containers.get(world["installation"].container_name(name)).attrs
     assert attrs["HostConfig"]["NanoCpus"] == 500_000_000
     assert attrs["HostConfig"]["Memory"] == 256 * 1024 * 1024
-    holder = docker_client.containers.get(f"den-{name}-net").attrs
+    holder = docker_client.containers.get(world["installation"].net_container_name(name)).attrs
     assert attrs["HostConfig"]["NetworkMode"] == f"container:{holder['Id']}"  # its network container's namespace
     binding = holder["HostConfig"]["PortBindings"]["8800/tcp"][0]
     assert binding["HostIp"] == "127.0.0.1" and not attrs["HostConfig"]["PortBindings"]
@@ -189,7 +169,7 @@ def test_down_keeps_the_volume_up_remembers_destroy_removes_everything(den, worl
     down = den("down", name)
     assert down.code == 0, down.output
     assert not docker_client.containers.list(all=True, filters={"label": f"den.dev/agent={name}"})
-    assert docker_client.volumes.get(f"den-{name}-home")
+    assert docker_client.volumes.get(world["installation"].volume_name(name))
     assert den("up", str(path)).code == 0
     again = den("exec", name, "--", "cat", "/den/note.txt")
     assert again.code == 0 and again.stdout.strip() == "remembered"
@@ -203,24 +183,24 @@ def test_down_keeps_the_volume_up_remembers_destroy_removes_everything(den, worl
 def test_drift_heals_and_a_spec_change_replaces_the_container(den, world, docker_client) -> None:
     name, path = world["agentfile"]()
     assert den("up", str(path)).code == 0
-    first = docker_client.containers.get(f"den-{name}")
+    first = docker_client.containers.get(world["installation"].container_name(name))
     first.remove(force=True)
     started = time.monotonic()
     wait_until(lambda: is_ready(den, name, first.id, docker_client), timeout=10)
     assert time.monotonic() - started < 10
-    second = docker_client.containers.get(f"den-{name}")
+    second = docker_client.containers.get(world["installation"].container_name(name))
     second.stop(timeout=1)
-    wait_until(lambda: docker_client.containers.get(f"den-{name}").status == "running"
+    wait_until(lambda: docker_client.containers.get(world["installation"].container_name(name)).status == "running"
                and is_ready(den, name), timeout=10)
     _, changed = world["agentfile"](name, temperature=0.9)
     assert den("up", str(changed)).code == 0
     resource = agent_json(den, name)
     assert resource["metadata"]["generation"] == 2
     assert resource["status"]["observedGeneration"] == 2
-    replaced = docker_client.containers.get(f"den-{name}")
+    replaced = docker_client.containers.get(world["installation"].container_name(name))
     assert replaced.id != second.id
     assert sorted(c.name for c in docker_client.containers.list(all=True, filters={"label": f"den.dev/agent={name}"})) \
-        == [f"den-{name}", f"den-{name}-net"]
+        == [world["installation"].container_name(name), world["installation"].net_container_name(name)]
 
 
 def test_a_killed_operator_leaves_agents_serving_and_restarts_without_duplicates(den, world, docker_client, den_home) -> None:
@@ -235,7 +215,7 @@ def test_a_killed_operator_leaves_agents_serving_and_restarts_without_duplicates
     assert den("up", str(path)).code == 0
     assert den("operator", "status").code == 0
     assert sorted(c.name for c in docker_client.containers.list(all=True, filters={"label": f"den.dev/agent={name}"})) \
-        == [f"den-{name}", f"den-{name}-net"]
+        == [world["installation"].container_name(name), world["installation"].net_container_name(name)]
     assert [a["metadata"]["name"] for a in json.loads(den("get", "agents", "-o", "json").stdout)["items"]] == [name]
 
 
@@ -269,7 +249,7 @@ def test_a_taken_port_moves_the_agent_to_the_next_free_one(den, world) -> None:
 
 def test_a_foreign_container_with_the_name_is_refused_not_hijacked(den, world, docker_client, den_home) -> None:
     name, path = world["agentfile"]()
-    foreign = docker_client.containers.create("den-runtime:latest", name=f"den-{name}", command=["true"])
+    foreign = docker_client.containers.create("den-runtime:latest", name=world["installation"].container_name(name), command=["true"])
     result = den("up", str(path))
     assert result.code != 0 and "Den does not own it" in result.stderr
     assert den("get", "agent", name).code == 3
@@ -309,7 +289,7 @@ def test_provider_keys_never_reach_the_store_the_log_or_docker_inspect(den, worl
         assert b"SECRETKEY" not in data and b"tok-SECRET-456" not in data, file
     for sidecar in den_home.glob("state.db-*"):
         assert b"SECRETKEY" not in sidecar.read_bytes()
-    env = docker_client.containers.get(f"den-{name}").attrs["Config"]["Env"]
+    env = docker_client.containers.get(world["installation"].container_name(name)).attrs["Config"]["Env"]
     assert not any("SECRET" in item for item in env)
     inside = den("exec", name, "--", "python3", "-c",
                  "import json;e=json.load(open('/den/.den/env.json'));print(sorted(e), e['MY_TOKEN'])")
@@ -431,11 +411,11 @@ def test_a_key_rotated_with_den_auth_reaches_the_running_agent(den, world, den_h
         return sent[-1]["credential"] if sent else None
 
     assert ask_and_fingerprint() == credential_fingerprint("sk-first-KEY-1")
-    agent_id = docker_client.containers.get(f"den-{name}").id
+    agent_id = docker_client.containers.get(world["installation"].container_name(name)).id
     assert den("auth", "openai", "--stdin", input="sk-second-KEY-2\n").code == 0
     wait_until(lambda: ask_and_fingerprint() == credential_fingerprint("sk-second-KEY-2"), timeout=60, interval=0.5)
     assert json.loads(den("api", name, "-o", "json").stdout)["token"] == api["token"]
-    assert docker_client.containers.get(f"den-{name}").id == agent_id
+    assert docker_client.containers.get(world["installation"].container_name(name)).id == agent_id
     assert not any(e for e in den("events", name).stdout.splitlines() if "config diverged" in e)
 
 

@@ -68,7 +68,7 @@ def test_provider_keys_live_in_the_gateway_only(den, world, den_home, docker_cli
             if r["path"].endswith("/chat/completions")]
     assert len(sent) >= 4 and {r["credential"] for r in sent} == {credential_fingerprint(KEY_IN_ENV)}
 
-    container = docker_client.containers.get(f"den-{name}")
+    container = docker_client.containers.get(world["installation"].container_name(name))
     secrets = (KEY_IN_AUTH, KEY_IN_ENV, "KNOWNKEY")
     inspected = json.dumps(container.attrs)
     assert not any(s in inspected for s in secrets)
@@ -90,7 +90,7 @@ def test_provider_keys_live_in_the_gateway_only(den, world, den_home, docker_cli
         assert b"KNOWNKEY" not in file.read_bytes(), file
     inspected_cli = den("inspect", name)
     assert "KNOWNKEY" not in inspected_cli.stdout and "MODE" in inspected_cli.stdout
-    gateway = docker_client.containers.get("den-gateway")
+    gateway = docker_client.containers.get(world["installation"].gateway)
     keys = gateway.exec_run(["cat", "/etc/den-gateway/keys.json"]).output.decode()
     assert KEY_IN_ENV in keys
     assert not any(s in json.dumps(gateway.attrs["Config"]["Env"]) for s in secrets)
@@ -117,7 +117,7 @@ def test_a_budget_of_a_few_tokens_refuses_the_next_call_and_survives_a_gateway_r
     assert row["usage"]["tokens"] > 5 and row["usage"]["overBudget"] is True
     assert "refused" in den("status").stdout
     wait_until(lambda: (agent_json(den, name)["status"].get("usage") or {}).get("refused", 0) >= 1, timeout=20)
-    docker_client.containers.get("den-gateway").restart(timeout=5)
+    docker_client.containers.get(world["installation"].gateway).restart(timeout=5)
     wait_until(lambda: ask(api, "after the restart").status_code == 429, timeout=30, interval=0.5)
 
 
@@ -126,22 +126,22 @@ def test_a_removed_gateway_heals_and_agents_answer_again_without_a_restart(den, 
     assert den("up", str(path)).code == 0
     api = api_of(den, name)
     assert ask(api, "before").status_code == 200
-    agent_id = docker_client.containers.get(f"den-{name}").id
+    agent_id = docker_client.containers.get(world["installation"].container_name(name)).id
     # A container of the user's from the gateway image carries the image's den.dev/component
     # label: Den must neither adopt it as its gateway nor remove it as a duplicate.
     mine = docker_client.containers.run("den-gateway:latest", ["sleep", "300"], detach=True,
                                         network_mode="none", labels={"den.test": "users-own"})
     try:
-        docker_client.containers.get("den-gateway").remove(force=True)
+        docker_client.containers.get(world["installation"].gateway).remove(force=True)
         removed = time.monotonic()
         wait_until(lambda: ask(api, "after").status_code == 200, timeout=30, interval=0.3)
         healed_in = time.monotonic() - removed
         assert healed_in < 30
-        assert docker_client.containers.get(f"den-{name}").id == agent_id
+        assert docker_client.containers.get(world["installation"].container_name(name)).id == agent_id
         assert is_ready(den, name)
         running = docker_client.containers.list(filters={"label": "den.test=users-own"})
         assert [c.id for c in running] == [mine.id], "Den removed a container it did not make"
-        assert docker_client.containers.get("den-gateway").labels["app.kubernetes.io/managed-by"] == "den"
+        assert docker_client.containers.get(world["installation"].gateway).labels["app.kubernetes.io/managed-by"] == "den"
     finally:
         with contextlib.suppress(docker.errors.NotFound):
             mine.remove(force=True, v=True)  # the image declares a VOLUME: no anonymous volume left

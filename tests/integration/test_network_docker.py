@@ -27,8 +27,8 @@ import uuid
 import httpx
 import pytest
 
-from tests.conftest import serve_app
-from tests.integration.test_docker_lifecycle import gateway_ip, remove_gateway, wait_until
+from tests.conftest import new_installation, remove_installation, serve_app
+from tests.integration.test_docker_lifecycle import gateway_ip, wait_until
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
@@ -147,7 +147,11 @@ def net(tmp_path_factory, docker_client, runtime_image):
 
     home = tmp_path_factory.mktemp("den-net-home")
     work = tmp_path_factory.mktemp("den-net-agents")
-    env = {**os.environ, "DEN_HOME": str(home), "NO_COLOR": "1", "COLUMNS": "200"}
+    from den.operator.names import Installation
+
+    installation = Installation(new_installation())
+    env = {**os.environ, "DEN_HOME": str(home), "DEN_INSTALLATION": installation.id, "NO_COLOR": "1",
+           "COLUMNS": "200"}
     suffix = uuid.uuid4().hex[:6]
 
     def den(*args: str, timeout: float = 180):
@@ -193,9 +197,9 @@ def net(tmp_path_factory, docker_client, runtime_image):
                 return all(status(n).get("phase") == "Running" for n in names.values())
 
             wait_until(all_ready, 240, 1.0)
-            egress = docker_client.containers.get("den-egress")
+            egress = docker_client.containers.get(installation.egress)
             test_net.connect(egress)  # "the world" the proxy can reach
-            den_net = docker_client.networks.get("den")
+            den_net = docker_client.networks.get(installation.network)
             den_net.connect(web)  # a neighbour on Den's network
             web.reload()
             agents = {role: Agent(name, json.loads(den("api", name, "-o", "json").stdout))
@@ -203,40 +207,34 @@ def net(tmp_path_factory, docker_client, runtime_image):
             yield {
                 "agents": agents, "den": den, "status": status, "web": web, "service": service,
                 "web_ip": web.attrs["NetworkSettings"]["Networks"][test_net.name]["IPAddress"],
-                "neighbour_ip": web.attrs["NetworkSettings"]["Networks"]["den"]["IPAddress"],
-                "names": names, "home": home, "work": work,
+                "neighbour_ip": web.attrs["NetworkSettings"]["Networks"][installation.network]["IPAddress"],
+                "names": names, "home": home, "work": work, "installation": installation,
             }
         finally:
             service.close()
             den("delete", "agent", *names.values(), timeout=120)
             try:
                 wait_until(lambda: not docker_client.containers.list(
-                    all=True, filters={"label": "den.dev/component=egress"}), 90, 1.0)
+                    all=True, filters={"label": f"den.dev/installation={installation.id}"}), 90, 1.0)
             except AssertionError:
                 pass  # whatever is left is removed below
             den("operator", "stop")
             if "operator" in locals() and operator.poll() is None:
                 operator.kill()
             web.remove(force=True, v=True)
-            for container in docker_client.containers.list(all=True, filters={"label": "den.dev/agent"}):
-                if container.labels.get("den.dev/agent") in names.values():
-                    container.remove(force=True, v=True)
-            for volume in docker_client.volumes.list(filters={"label": "den.dev/agent"}):
-                if volume.attrs.get("Labels", {}).get("den.dev/agent") in names.values():
-                    volume.remove(force=True)
-            remove_gateway(docker_client)
+            remove_installation(docker_client, installation.id)
             test_net.remove()
 
 
-def layout_of(docker_client):
+def layout_of(docker_client, net):
     from den.operator.network import Layout
 
-    return Layout(docker_client.networks.get("den").attrs["Labels"]["den.dev/subnet"])
+    return Layout(docker_client.networks.get(net["installation"].network).attrs["Labels"]["den.dev/subnet"])
 
 
 def test_none_reaches_nothing_but_its_model(net, docker_client) -> None:
     none, host = net["agents"]["none"], net["agents"]["host"]
-    layout = layout_of(docker_client)
+    layout = layout_of(docker_client, net)
     other_api = net["status"](net["names"]["host"])["network"]["address"]
     targets = [f"{net['web_ip']}:80", f"{net['neighbour_ip']}:80", f"{layout.host}:{net['service'].port}",
                f"{gateway_ip(docker_client)}:{net['service'].port}", f"{other_api}:8800",
@@ -377,7 +375,7 @@ print('mounts', sorted(m for m in mounts if m.startswith(('/den', '/tmp', '/home
     assert "docker.sock False" in out and "raw socket refused" in out and "pids.max 512" in out
     assert "mounts ['/den', '/tmp']" in out
     # The network container that holds the rules keeps no privilege after loading them.
-    holder = docker_client.containers.get(f"den-{net['names']['filtered']}-net")
+    holder = docker_client.containers.get(net["installation"].net_container_name(net["names"]["filtered"]))
     pid1 = holder.exec_run(["cat", "/proc/1/status"]).output.decode()
     fields = dict(line.split(":", 1) for line in pid1.splitlines() if ":" in line)
     assert fields["CapEff"].strip() == "0000000000000000" and fields["Uid"].split()[0] == "65534"
@@ -387,7 +385,7 @@ def test_a_removed_network_container_heals_and_a_policy_change_keeps_the_volume(
     name = net["names"]["other"]
     agent = net["agents"]["other"]
     assert agent.tool("file_write", path="kept.txt", content="still here")["ok"]
-    docker_client.containers.get(f"den-{name}-net").remove(force=True)
+    docker_client.containers.get(net["installation"].net_container_name(name)).remove(force=True)
     wait_until(lambda: net["status"](name).get("phase") == "Running"
                and "hello from other.test" in agent.try_tool("http_request", url="http://other.test/"), 90, 1.0)
     body = json.loads((net["work"] / f"{name}.yaml").read_text())
@@ -401,7 +399,7 @@ def test_a_removed_network_container_heals_and_a_policy_change_keeps_the_volume(
         return status.get("phase") == "Running" and (status.get("network") or {}).get("policy") == "none"
 
     wait_until(switched, 120, 1.0)
-    holder = docker_client.containers.get(f"den-{name}-net")
+    holder = docker_client.containers.get(net["installation"].net_container_name(name))
     assert holder.labels["den.dev/network-policy"] == "none"
     assert wait_until(lambda: "still here" in agent.try_tool("file_read", path="kept.txt"), 30)
     assert "blocked by network policy: other.test" in agent.tool("http_request", url="http://other.test/")["content"]

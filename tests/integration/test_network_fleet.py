@@ -19,7 +19,8 @@ import uuid
 
 import pytest
 
-from tests.integration.test_docker_lifecycle import remove_gateway, wait_until
+from tests.conftest import new_installation, remove_installation
+from tests.integration.test_docker_lifecycle import wait_until
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
@@ -37,12 +38,14 @@ def sleeper(docker_client, runtime_image):
 
 
 def test_a_hundred_filtered_agents_get_unique_addresses_and_are_cleaned_up(tmp_path, docker_client, sleeper) -> None:
+    from den.operator.names import Installation
     from den.operator.network import Layout
 
+    installation = Installation(new_installation())
     home, work = tmp_path / "home", tmp_path / "agents"
     home.mkdir()
     work.mkdir()
-    env = {**os.environ, "DEN_HOME": str(home), "NO_COLOR": "1"}
+    env = {**os.environ, "DEN_HOME": str(home), "DEN_INSTALLATION": installation.id, "NO_COLOR": "1"}
     suffix = uuid.uuid4().hex[:5]
     names = [f"fleet-{suffix}-{i}" for i in range(FLEET)]
     for i, name in enumerate(names):
@@ -70,9 +73,10 @@ def test_a_hundred_filtered_agents_get_unique_addresses_and_are_cleaned_up(tmp_p
 
         nets, agents = wait_until(fleet_up, 420, 2.0)
         addresses = {r["Labels"]["den.dev/address"] for r in nets}
-        layout = Layout(docker_client.networks.get("den").attrs["Labels"]["den.dev/subnet"])
+        network_name = installation.network
+        layout = Layout(docker_client.networks.get(network_name).attrs["Labels"]["den.dev/subnet"])
         assert len(addresses) == FLEET and all(layout.holds(a) for a in addresses)
-        assert len([n for n in docker_client.networks.list(names=["den"]) if n.name == "den"]) == 1
+        assert len([n for n in docker_client.networks.list(names=[network_name]) if n.name == network_name]) == 1
         # Every agent lives in its network container's namespace, and the proxy knows each one.
         assert all(r["HostConfig"]["NetworkMode"].startswith("container:") for r in agents)
         config = home / "egress" / "config" / "squid.conf"
@@ -86,9 +90,8 @@ def test_a_hundred_filtered_agents_get_unique_addresses_and_are_cleaned_up(tmp_p
             listing = docker_client.api.containers
             left = [r for r in listing(all=True, filters={"label": "den.dev/agent"})
                     if r["Labels"].get("den.dev/agent") in names]
-            system = [*listing(all=True, filters={"label": "den.dev/component=egress"}),
-                      *listing(all=True, filters={"label": "den.dev/component=gateway"})]
-            network = [n for n in docker_client.api.networks(names=["den"]) if n["Name"] == "den"]
+            system = listing(all=True, filters={"label": f"den.dev/installation={installation.id}"})
+            network = [n for n in docker_client.api.networks(names=[network_name]) if n["Name"] == network_name]
             return not left and not system and (not network or left_by_docker_bug())
 
         def left_by_docker_bug() -> bool:
@@ -96,7 +99,7 @@ def test_a_hundred_filtered_agents_get_unique_addresses_and_are_cleaned_up(tmp_p
             to remove the network: Den must say so once and leave it, not retry forever."""
             from den.operator.store import Store
 
-            if docker_client.networks.get("den").attrs.get("Containers"):
+            if docker_client.networks.get(network_name).attrs.get("Containers"):
                 return False
             with Store(home / "state.db") as store:
                 return any(e.reason == "NetworkLeft" for e in store.events("den-egress", "den-system"))
@@ -106,11 +109,5 @@ def test_a_hundred_filtered_agents_get_unique_addresses_and_are_cleaned_up(tmp_p
         den("operator", "stop")
         if operator.poll() is None:
             operator.kill()
-        for container in docker_client.containers.list(all=True, filters={"label": "den.dev/agent"}):
-            if container.labels.get("den.dev/agent") in names:
-                container.remove(force=True, v=True)
-        for volume in docker_client.volumes.list(filters={"label": "den.dev/agent"}):
-            if (volume.attrs.get("Labels") or {}).get("den.dev/agent") in names:
-                volume.remove(force=True)
-        remove_gateway(docker_client)
+        remove_installation(docker_client, installation.id)
         docker_client.images.remove(SLEEPER, force=True)

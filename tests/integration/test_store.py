@@ -181,7 +181,7 @@ def test_migrations_are_recorded_and_a_newer_schema_is_refused(tmp_path: Path) -
     path = tmp_path / "state.db"
     Store(path).close()
     db = sqlite3.connect(path)
-    assert db.execute("SELECT version, name FROM den_migrations").fetchall() == [(1, "initial")]
+    assert db.execute("SELECT version, name FROM den_migrations").fetchall() == [(1, "initial"), (2, "settings")]
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     db.execute("INSERT INTO den_migrations VALUES (99, 'future', 'x')")
     db.commit()
