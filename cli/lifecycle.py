@@ -16,8 +16,9 @@ from den.cli.output import Format, emit, err_console, say, table
 from den.cli.resources import NamespaceOption, load_inputs
 
 
-def _preflight(agents: list) -> None:
-    """Everything that can fail before anything is stored: the backend, images, names.
+def _preflight(agents: list) -> list:
+    """Everything that can fail before anything is stored: the backend, images, names. Returns
+    the agents with the image their base resolves to pinned (:data:`names.ANNOTATION_IMAGE`).
 
     The same rules the reconciler stalls on (:func:`den.operator.plan.stalled_reason`),
     checked on the same observed snapshot, so ``den up`` refuses with the same words."""
@@ -37,10 +38,18 @@ def _preflight(agents: list) -> None:
         if not backend.has_image(image):
             raise DenError(f"image {image} ({what}) not found",
                            hint="build it with `make image` (hack/build-image.sh)")
+    pinned = []
     for agent in agents:
         problem = stalled_reason(agent, backend.observe(agent))
         if problem:
             raise DenError(problem[1], hint="den events " + agent.name)
+        # Pin the build the base names now: a later retag (another checkout's make image) does
+        # not replace this agent; the next den up does.
+        base = agent.spec.runtime.base
+        meta = agent.metadata.model_copy(update={"annotations": {
+            **agent.metadata.annotations, names.ANNOTATION_IMAGE: f"{base}@{backend.image_id(base)}"}})
+        pinned.append(agent.model_copy(update={"metadata": meta}))
+    return pinned
 
 
 def _ensure_image(backend, image: str) -> None:
@@ -146,7 +155,7 @@ def up(
     for item in loaded:
         spec = item.agent.spec.model_copy(update={"desiredState": "running"})
         agents.append(item.agent.model_copy(update={"spec": spec}))
-    _preflight(agents)
+    agents = _preflight(agents)
     with open_store() as store:
         for agent in agents:
             capture_env(agent, os.environ)

@@ -166,13 +166,23 @@ class DockerBackend:
         except docker.errors.NotFound:
             volume = False
         layout, stale, exists = self.network_state()
-        return Observed(containers=tuple(mine), volume_exists=volume, image_id=self._image_id(agent.spec.runtime.base),
+        return Observed(containers=tuple(mine), volume_exists=volume, image_id=self.agent_image(agent),
                         foreign_container=foreign, used_ports=frozenset(used), network_exists=exists,
                         layout=layout, network_stale=stale, net_containers=tuple(nets),
-                        used_addresses=frozenset(addresses), net_image_id=self._image_id(names.EGRESS_IMAGE),
+                        used_addresses=frozenset(addresses), net_image_id=self.image_id(names.EGRESS_IMAGE),
                         installation=installation)
 
-    def _image_id(self, image: str) -> str | None:
+    def agent_image(self, agent: Agent) -> str | None:
+        """The image id the agent runs: the one ``den up`` pinned (while it names the same base and
+        the image exists), else what its base resolves to now."""
+        base = agent.spec.runtime.base
+        pinned = (agent.metadata.annotations or {}).get(names.ANNOTATION_IMAGE, "")
+        name, _, image_id = pinned.rpartition("@")
+        if name == base and image_id.startswith("sha256:") and self.image_id(image_id) == image_id:
+            return image_id
+        return self.image_id(base)
+
+    def image_id(self, image: str) -> str | None:
         import docker.errors
 
         try:
@@ -215,7 +225,7 @@ class DockerBackend:
                 pass
         layout, stale, exists = self.network_state()
         return ObservedGateway(containers=tuple(self._observed(c) for c in found), volume_exists=volume_exists,
-                               network_exists=exists, image_id=self._image_id(image), layout=layout,
+                               network_exists=exists, image_id=self.image_id(image), layout=layout,
                                network_stale=stale, installation=self.installation)
 
     def net_containers(self) -> list[dict[str, str]]:

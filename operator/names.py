@@ -18,6 +18,10 @@ LABEL_GENERATION = "den.dev/generation"
 LABEL_IMAGE = "den.dev/image"
 LABEL_SOURCE = "den.dev/source"
 ANNOTATION_SOURCE_PATH = "den.dev/source-path"
+#: ``<runtime.base>@<image id>``: the image ``den up`` resolved the agent's base to. The agent
+#: keeps running that build until the next ``den up``, whatever retags the name meanwhile
+#: (another checkout's ``make image``), as ``docker compose up`` pins what it resolved.
+ANNOTATION_IMAGE = "den.dev/image"
 
 LABEL_COMPONENT = "den.dev/component"
 #: On an agent's network container: its address, its policy and its allowlist (the proxy's input).
