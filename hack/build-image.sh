@@ -115,8 +115,16 @@ exec 9>"$BUILD_DIR/build.lock"
 flock 9
 
 # den-egress (the egress proxy and the agents' network containers) has no Den Python code:
-# it has its own script and its own up-to-date check.
-"$ROOT/hack/build-egress-image.sh"
+# it has its own script and its own up-to-date check, and is built in the background while
+# the rest builds (on a fresh machine its debootstrap overlaps the runtime's).
+if [[ $EUID -eq 0 ]] && ! command -v debootstrap >/dev/null 2>&1; then
+  log "installing debootstrap"  # once, before two debootstraps would race for apt's lock
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap >/dev/null
+fi
+"$ROOT/hack/build-egress-image.sh" &
+egress_pid=$!
+finish_egress() { wait "$egress_pid" || die "building den-egress failed (see above)"; }
 
 current_hash() {
   docker image inspect -f '{{index .Config.Labels "den.dev/content-hash"}}' "$1" 2>/dev/null || true
@@ -132,6 +140,7 @@ for i in "${!images[@]}"; do
   fi
 done
 if [[ ${#stale[@]} == 0 ]]; then
+  finish_egress
   echo "${images[*]} up to date"
   exit 0
 fi
@@ -141,11 +150,11 @@ for i in "${stale[@]}"; do building+=("${images[i]}"); done
 t_total=$SECONDS
 log "building ${building[*]} (base $base, $([[ $offline == 1 ]] && echo offline || echo online), hash ${content_hash:0:12})"
 
-# --- base image (offline path) ----------------------------------------------
+# --- base image (offline path), in the background while the wheels are built ---------
+base_pid=""
 if [[ $offline == 1 ]]; then
-  t=$SECONDS
-  "$ROOT/hack/build-base-image.sh"
-  log "base image ready ($(elapsed $t))"
+  "$ROOT/hack/build-base-image.sh" &
+  base_pid=$!
 fi
 
 # --- host python for building wheels --------------------------------------
@@ -153,12 +162,6 @@ PY="${PYTHON:-$ROOT/.venv/bin/python}"
 if [[ ! -x $PY ]] || ! "$PY" -m pip --version >/dev/null 2>&1; then
   PY="$(command -v python3)" || die "no python3 to build wheels with"
   "$PY" -m pip --version >/dev/null 2>&1 || die "$PY has no pip"
-fi
-
-if [[ $offline == 1 ]]; then
-  host_pyver="$("$PY" -c 'import sys; print("%d.%d" % sys.version_info[:2])')"
-  base_pyver="$(docker run --rm --network none --entrypoint python3 "$base" -c 'import sys; print("%d.%d" % sys.version_info[:2])')"
-  [[ $host_pyver == "$base_pyver" ]] || die "wheels are built with $PY (Python $host_pyver) but $base has Python $base_pyver; set PYTHON to a python$base_pyver"
 fi
 
 # --- clean source snapshot (no stale build/ dir, no __pycache__) ------------
@@ -174,9 +177,6 @@ tar -c --exclude='__pycache__' --exclude='*.pyc' --exclude='*.egg-info' \
 # pyproject declares readme = "README.md"; setuptools refuses a missing one.
 [[ -e $src/README.md ]] || printf '# den-agent\n' >"$src/README.md"
 
-# The label describes exactly what goes into the image (others may be editing
-# the checkout meanwhile; the next run then sees a different hash and rebuilds).
-content_hash="$(compute_hash "$src")"
 
 pip_q=(--quiet --disable-pip-version-check)
 # Run a command with its output in a log file; show the tail only if it fails.
@@ -263,6 +263,19 @@ ln "$den_wheel" "$context/wheels/den/" 2>/dev/null || cp "$den_wheel" "$context/
 # The classic builder handles empty dirs, but keep COPY sources non-empty anyway.
 touch "$context/wheels/deps/.keep" "$context/wheels/gateway/.keep" "$context/wheels/operator/.keep"
 
+# --- the base image, and its Python against the wheels' ----------------------------
+if [[ -n $base_pid ]]; then
+  wait "$base_pid" || die "building the base image $base failed (see above)"
+  log "base image ready"
+  host_pyver="$("$PY" -c 'import sys; print("%d.%d" % sys.version_info[:2])')"
+  base_pyver="$(docker run --rm --network none --entrypoint python3 "$base" -c 'import sys; print("%d.%d" % sys.version_info[:2])')"
+  [[ $host_pyver == "$base_pyver" ]] || die "wheels are built with $PY (Python $host_pyver) but $base has Python $base_pyver; set PYTHON to a python$base_pyver"
+fi
+
+# The label describes exactly what goes into the image (others may be editing
+# the checkout meanwhile; the next run then sees a different hash and rebuilds).
+content_hash="$(compute_hash "$src")"
+
 # --- docker build ----------------------------------------------------------------
 old_ids="$(docker image inspect -f '{{.Id}}' "${building[@]}" 2>/dev/null || true)"
 t=$SECONDS
@@ -296,4 +309,5 @@ for image in "${building[@]}"; do
   size="$(docker image inspect -f '{{.Size}}' "$image")"
   log "built $image ($((size / 1024 / 1024)) MiB)"
 done
+finish_egress
 log "done in $(elapsed $t_total)"

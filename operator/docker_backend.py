@@ -617,10 +617,9 @@ class DockerBackend:
 
 def local_backend() -> DockerBackend:
     """The Docker backend of this ``$DEN_HOME``'s installation (its id is in the state store)."""
-    from den.operator.store import open_store
+    from den.operator.store import installation_of
 
-    with open_store() as store:
-        return DockerBackend(installation=store.installation)
+    return DockerBackend(installation=installation_of())
 
 
 def host_gateway_ip(client: Any | None = None) -> str:

@@ -222,15 +222,10 @@ class Store:
         made before installations existed is the default one (Den's short names, so its
         agents, volumes and memory are found again); any other new store takes an id derived
         from its path (stable: the same ``$DEN_HOME`` finds its objects again)."""
-        import hashlib
-        import os
-
         cached = getattr(self, "_installation", None)
         if cached is not None:
             return cached
-        wanted = os.environ.get("DEN_INSTALLATION") or None
-        if wanted:
-            check_installation_id(wanted, "DEN_INSTALLATION")
+        wanted = requested_installation()
         with self.transaction() as db:
             row = db.execute("SELECT value FROM settings WHERE name = 'installation'").fetchone()
             recorded = row[0] if row else None
@@ -242,11 +237,7 @@ class Store:
                              "(an installation's objects on the engine are named after it)")
                 recorded = None
             if recorded is None:
-                if wanted:
-                    recorded = wanted
-                else:
-                    home = str(self.path.parent.resolve())
-                    recorded = hashlib.sha256(home.encode()).hexdigest()[:6]
+                recorded = wanted or new_installation_id(self.path)
                 db.execute("INSERT OR REPLACE INTO settings VALUES ('installation', ?)", (recorded,))
         self._installation = Installation(recorded)
         return self._installation
@@ -641,6 +632,33 @@ class Store:
             changed = remaining > 0 and self.wait_for_change(cursor, remaining)
             if not changed and deadline is not None:
                 return
+
+
+def requested_installation() -> str | None:
+    """``DEN_INSTALLATION``, checked, or None."""
+    import os
+
+    wanted = os.environ.get("DEN_INSTALLATION") or None
+    return check_installation_id(wanted, "DEN_INSTALLATION") if wanted else None
+
+
+def new_installation_id(path: Path) -> str:
+    """The id a new store at ``path`` takes: 6 hex digits of the sha256 of its folder."""
+    import hashlib
+
+    return hashlib.sha256(str(Path(path).parent.resolve()).encode()).hexdigest()[:6]
+
+
+def installation_of(path: Path | None = None) -> Installation:
+    """The installation of the store at ``path``, without creating one that does not exist
+    (what it would be: a command refused before storing anything leaves no store behind)."""
+    from den.operator.names import state_db_path
+
+    path = Path(path or state_db_path())
+    if not path.exists():
+        return Installation(requested_installation() or new_installation_id(path))
+    with Store(path) as store:
+        return store.installation
 
 
 def open_store(path: Path | None = None) -> Store:

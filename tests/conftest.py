@@ -63,10 +63,10 @@ def remove_installation(client, installation: str) -> list[str]:
 
     label = {"label": f"den.dev/installation={installation}"}
     gone = []
-    for container in client.containers.list(all=True, filters=label):
+    for row in client.api.containers(all=True, filters=label):  # a listing: some may be going already
         try:
-            container.remove(force=True, v=True)
-            gone.append(f"container:{container.name}")
+            client.api.remove_container(row["Id"], force=True, v=True)
+            gone.append(f"container:{row['Names'][0].lstrip('/')}")
         except docker.errors.NotFound:
             pass
     for network in client.networks.list(filters=label):

@@ -101,13 +101,13 @@ def wait_until(check, timeout: float = 30.0, interval: float = 0.2):
     raise AssertionError(f"condition not met within {timeout}s")
 
 
-def is_ready(den, name: str, container_id: str | None = None, docker_client=None) -> bool:
+def is_ready(den, name: str, container_id: str | None = None, docker_client=None, container_name: str = "") -> bool:
     status = agent_json(den, name).get("status") or {}
     ready = any(c["type"] == "Ready" and c["status"] == "True" for c in status.get("conditions", []))
     if not ready:
         return False
     if container_id and docker_client:
-        current = docker_client.containers.get(world["installation"].container_name(name))
+        current = docker_client.containers.get(container_name)
         return current.id != container_id and current.status == "running"
     return True
 
@@ -186,7 +186,7 @@ def test_drift_heals_and_a_spec_change_replaces_the_container(den, world, docker
     first = docker_client.containers.get(world["installation"].container_name(name))
     first.remove(force=True)
     started = time.monotonic()
-    wait_until(lambda: is_ready(den, name, first.id, docker_client), timeout=10)
+    wait_until(lambda: is_ready(den, name, first.id, docker_client, world["installation"].container_name(name)), timeout=10)
     assert time.monotonic() - started < 10
     second = docker_client.containers.get(world["installation"].container_name(name))
     second.stop(timeout=1)
