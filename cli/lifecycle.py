@@ -18,7 +18,8 @@ from den.cli.resources import NamespaceOption, load_inputs
 
 def _preflight(agents: list) -> list:
     """Everything that can fail before anything is stored: the backend, images, names. Returns
-    the agents with the image their base resolves to pinned (:data:`names.ANNOTATION_IMAGE`).
+    the system images' ids (tag -> id), then the agents with the image their base resolves to
+    pinned (:data:`names.ANNOTATION_IMAGE`): what this ``den up`` runs until the next one.
 
     The same rules the reconciler stalls on (:func:`den.operator.plan.stalled_reason`),
     checked on the same observed snapshot, so ``den up`` refuses with the same words."""
@@ -38,7 +39,7 @@ def _preflight(agents: list) -> list:
         if not backend.has_image(image):
             raise DenError(f"image {image} ({what}) not found",
                            hint="build it with `make image` (hack/build-image.sh)")
-    pinned = []
+    pinned = [{tag: backend.image_id(tag) for tag in system}]
     for agent in agents:
         problem = stalled_reason(agent, backend.observe(agent))
         if problem:
@@ -155,8 +156,9 @@ def up(
     for item in loaded:
         spec = item.agent.spec.model_copy(update={"desiredState": "running"})
         agents.append(item.agent.model_copy(update={"spec": spec}))
-    agents = _preflight(agents)
+    images, *agents = _preflight(agents)
     with open_store() as store:
+        store.pin_images(images)
         for agent in agents:
             capture_env(agent, os.environ)
         results = store.apply_all(agents)

@@ -298,7 +298,7 @@ def run_operator(*, log_file: Path | None = None) -> int:
     store = Store(names.state_db_path())
     installation = store.installation
     log.info("installation %s (%s)", installation.id, names.den_home())
-    backend = DockerBackend(installation=installation)
+    backend = DockerBackend(installation=installation, image_pins=store.image_pins)
     backend.check()  # fail fast when Docker is unreachable
     credentials = LocalCredentials()
     prober = ReadinessProber()

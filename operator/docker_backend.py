@@ -12,7 +12,7 @@ import json
 import tarfile
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from den.api.contract import CONFIG_DIR, CONFIG_FILE, CONTAINER_PORT, ENV_FILE, HOME_DIR
@@ -106,9 +106,19 @@ class DockerBackend:
 
     kind = "docker"
 
-    def __init__(self, client: Any | None = None, installation: names.Installation | None = None) -> None:
+    def __init__(self, client: Any | None = None, installation: names.Installation | None = None,
+                 image_pins: Callable[[], Mapping[str, str]] | None = None) -> None:
         self._client = client
         self.installation = installation or names.Installation()
+        #: System images ``den up`` pinned (tag -> id), read on every observation.
+        self.image_pins = image_pins or dict
+
+    def system_image(self, tag: str) -> str | None:
+        """The id of a system image (gateway, egress): the pinned one while it exists, else the tag's."""
+        pinned = self.image_pins().get(tag)
+        if pinned and self.image_id(pinned) == pinned:
+            return pinned
+        return self.image_id(tag)
 
     def _containers(self, filters: list[str], *, running_only: bool = False) -> list[Any]:
         """This installation's containers matching label filters (inspected)."""
@@ -169,7 +179,7 @@ class DockerBackend:
         return Observed(containers=tuple(mine), volume_exists=volume, image_id=self.agent_image(agent),
                         foreign_container=foreign, used_ports=frozenset(used), network_exists=exists,
                         layout=layout, network_stale=stale, net_containers=tuple(nets),
-                        used_addresses=frozenset(addresses), net_image_id=self.image_id(names.EGRESS_IMAGE),
+                        used_addresses=frozenset(addresses), net_image_id=self.system_image(names.EGRESS_IMAGE),
                         installation=installation)
 
     def agent_image(self, agent: Agent) -> str | None:
@@ -225,7 +235,7 @@ class DockerBackend:
                 pass
         layout, stale, exists = self.network_state()
         return ObservedGateway(containers=tuple(self._observed(c) for c in found), volume_exists=volume_exists,
-                               network_exists=exists, image_id=self.image_id(image), layout=layout,
+                               network_exists=exists, image_id=self.system_image(image), layout=layout,
                                network_stale=stale, installation=self.installation)
 
     def net_containers(self) -> list[dict[str, str]]:

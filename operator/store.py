@@ -242,6 +242,18 @@ class Store:
         self._installation = Installation(recorded)
         return self._installation
 
+    def image_pins(self) -> dict[str, str]:
+        """System images pinned by ``den up`` (tag -> image id): the gateway and the proxy this
+        installation runs until the next ``den up``, whatever retags the names meanwhile."""
+        with self._lock:
+            rows = self._db.execute("SELECT name, value FROM settings WHERE name LIKE 'image:%'").fetchall()
+        return {row[0].removeprefix("image:"): row[1] for row in rows}
+
+    def pin_images(self, pins: dict[str, str]) -> None:
+        with self.transaction() as db:
+            for tag, image_id in pins.items():
+                db.execute("INSERT OR REPLACE INTO settings VALUES (?, ?)", (f"image:{tag}", image_id))
+
     def _next_rv(self, db: sqlite3.Connection) -> int:
         db.execute("UPDATE counters SET value = value + 1 WHERE name = 'resourceVersion'")
         row = db.execute("SELECT value FROM counters WHERE name = 'resourceVersion'").fetchone()

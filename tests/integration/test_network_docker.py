@@ -214,7 +214,7 @@ def net(tmp_path_factory, docker_client, runtime_image):
             service.close()
             den("delete", "agent", *names.values(), timeout=120)
             try:
-                wait_until(lambda: not docker_client.containers.list(
+                wait_until(lambda: not docker_client.api.containers(  # a listing: they are going meanwhile
                     all=True, filters={"label": f"den.dev/installation={installation.id}"}), 90, 1.0)
             except AssertionError:
                 pass  # whatever is left is removed below
