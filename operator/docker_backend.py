@@ -122,7 +122,7 @@ class DockerBackend:
 
     def _containers(self, filters: list[str], *, running_only: bool = False) -> list[Any]:
         """This installation's containers matching label filters (inspected)."""
-        found = self.client.containers.list(all=not running_only, filters={"label": filters})
+        found = self.client.containers.list(all=not running_only, filters={"label": filters}, ignore_removed=True)
         return [c for c in found if self.installation.owns(c.labels)]
 
     @property

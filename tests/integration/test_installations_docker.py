@@ -138,8 +138,9 @@ def test_two_installations_each_run_hello_and_an_idle_operator_touches_neither(
 
         destroyed = two.den("destroy", "hello", "--yes")
         assert destroyed.returncode == 0, destroyed.stdout + destroyed.stderr
-        wait_until(lambda: not docker_client.containers.list(
+        wait_until(lambda: not docker_client.api.containers(  # a listing: they are going meanwhile
             all=True, filters={"label": f"den.dev/installation={two.installation.id}"}), 60, 0.5)
+        wait_until(lambda: not docker_client.networks.list(names=[two.installation.network]), 30, 0.5)
         assert not docker_client.volumes.list(filters={"label": f"den.dev/installation={two.installation.id}",
                                                        "name": two.installation.volume_name("hello")})
         assert one.ids(docker_client) == before["one"]
