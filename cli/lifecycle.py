@@ -290,6 +290,7 @@ def status(
 
     if cluster.context():
         return cluster.status(namespace, output)
+    from den.cli.resources import unwatched
     from den.operator import names
     from den.operator.controller import operator_pid
     from den.operator.store import open_store
@@ -297,6 +298,7 @@ def status(
     with open_store() as store:
         agents = store.list(namespace)
         installation = store.installation
+        why = unwatched(store)
     stats: list[dict | None] = [None] * len(agents)
     running = [i for i, a in enumerate(agents) if a.status and a.status.phase == "Running"]
     gateway: dict[str, Any] = {"name": installation.gateway, "phase": "NotRunning"}
@@ -333,7 +335,8 @@ def status(
         rows.append({
             "name": agent.name,
             "namespace": agent.namespace,
-            "phase": agent.status.phase if agent.status else "Pending",
+            "phase": ("Unknown" if why else agent.status.phase) if agent.status else "Pending",
+            **({"stale": why} if why and agent.status else {}),
             "endpoint": agent.status.endpoint if agent.status else None,
             "cpu_percent": facts["cpu_percent"] if facts else None,
             "memory_used": facts["memory_used"] if facts else None,
@@ -356,7 +359,7 @@ def status(
 
     table(
         ["NAME", "PHASE", "ENDPOINT", "CPU", "MEMORY", "UPTIME", "TODAY"],
-        [[r["name"], r["phase"], r["endpoint"] or "-",
+        [[r["name"], f"{r['phase']} ({r['stale']})" if r.get("stale") else r["phase"], r["endpoint"] or "-",
           f"{r['cpu_percent']}%" if r["cpu_percent"] is not None else "-",
           f"{_mb(r['memory_used'])}/{_mb(r['memory_limit'])}" if r["memory_used"] is not None else "-",
           _uptime(r["started_at"]), spend(r["usage"])] for r in rows]

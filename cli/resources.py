@@ -133,12 +133,40 @@ def apply(
         say(f"agent.den.dev/{result.agent.name} {result.action}{suffix}")
 
 
-def _row(agent, all_namespaces: bool) -> list[str]:
+def unwatched(store) -> str | None:
+    """Why the stored statuses may be stale, or None: no operator runs to look at the world
+    (like a node whose kubelet stopped posting, the phase then is Unknown)."""
+    from den.operator.controller import operator_pid
+
+    if operator_pid():
+        return None
+    seen = store.last_heartbeat()
+    return f"operator not running, last seen {age(seen)} ago" if seen else "operator not running"
+
+
+def shown(manifest: dict, why: str | None) -> dict:
+    """An agent's manifest as ``den get -o json|yaml`` shows it: with nobody watching, its phase
+    is Unknown and its Ready condition says why (the stored status is left as it was)."""
+    status = manifest.get("status")
+    if not why or not status:
+        return manifest
+    from den.api.resource import now
+
+    ready = {"type": "Ready", "status": "Unknown", "reason": "OperatorNotRunning",
+             "message": f"{why}; the last status seen was {status.get('phase')} (den up or den operator start)",
+             "lastTransitionTime": now()}
+    conditions = [c for c in status.get("conditions", []) if c.get("type") != "Ready"]
+    return {**manifest, "status": {**status, "phase": "Unknown", "conditions": [ready, *conditions]}}
+
+
+def _row(agent, all_namespaces: bool, why: str | None = None) -> list[str]:
     status = agent.status
     model = f"{agent.spec.model.provider}/{agent.spec.model.name}"
     phase = status.phase if status else "Pending"
     if agent.metadata.deletionTimestamp:
         phase = "Terminating"
+    elif why and status:
+        phase = f"Unknown ({why})"
     row = [agent.name, phase, model, (status.endpoint if status else None) or "-",
            age(agent.metadata.creationTimestamp)]
     return [agent.namespace, *row] if all_namespaces else row
@@ -175,16 +203,17 @@ def get(
             agents = [store.get(name, namespace)]
         else:
             agents = store.list(None if all_namespaces else namespace, selector)
+        why = unwatched(store)
     if output != Format.table:
         if name:
-            emit(agents[0].manifest(), output)
+            emit(shown(agents[0].manifest(), why), output)
         else:
-            emit({"apiVersion": "v1", "kind": "List", "items": [a.manifest() for a in agents]}, output)
+            emit({"apiVersion": "v1", "kind": "List", "items": [shown(a.manifest(), why) for a in agents]}, output)
         return
     columns = ["NAME", "PHASE", "MODEL", "ENDPOINT", "AGE"]
     if all_namespaces:
         columns = ["NAMESPACE", *columns]
-    table(columns, [_row(a, all_namespaces) for a in agents],
+    table(columns, [_row(a, all_namespaces, why) for a in agents],
           empty=f"No agents found in namespace {namespace}." if not all_namespaces else "No agents found.")
 
 

@@ -215,7 +215,14 @@ class Controller:
 
     def _resync(self) -> None:
         while not self.stop.wait(RESYNC_SECONDS):
+            self._heartbeat()
             self.enqueue_all()
+
+    def _heartbeat(self) -> None:
+        try:
+            self.store.heartbeat()
+        except Exception as exc:  # a busy store: the next resync writes it
+            log.warning("heartbeat not written: %s", exc)
 
     def process(self, key: Key) -> None:
         """Reconcile ``key`` once; on failure record it and requeue with backoff."""
@@ -267,11 +274,13 @@ class Controller:
                     for i in range(self.workers)]
         for thread in threads:
             thread.start()
+        self._heartbeat()
         self.enqueue_all()
         log.info("operator running (pid %d, %d workers)", os.getpid(), self.workers)
         self.stop.wait()
         for thread in threads:
             thread.join(timeout=5)
+        self._heartbeat()
         log.info("operator stopped")
 
 

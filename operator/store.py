@@ -242,6 +242,17 @@ class Store:
         self._installation = Installation(recorded)
         return self._installation
 
+    def heartbeat(self) -> None:
+        """The operator's "I looked" (each resync): what ``den get`` shows as last seen when no
+        operator runs. A setting, not a change: watchers are not woken by it."""
+        with self.transaction() as db:
+            db.execute("INSERT OR REPLACE INTO settings VALUES ('operator.heartbeat', ?)", (now(),))
+
+    def last_heartbeat(self) -> str | None:
+        with self._lock:
+            row = self._db.execute("SELECT value FROM settings WHERE name = 'operator.heartbeat'").fetchone()
+        return row[0] if row else None
+
     def image_pins(self) -> dict[str, str]:
         """System images pinned by ``den up`` (tag -> image id): the gateway and the proxy this
         installation runs until the next ``den up``, whatever retags the names meanwhile."""

@@ -203,3 +203,29 @@ def test_the_installed_den_command_runs(den_home: Path) -> None:
     assert (version.returncode, version.stdout.strip()) == (0, f"den {__version__}"), version.stderr
     usage = subprocess.run([str(script), "--help"], capture_output=True, text=True, env=env, timeout=60)
     assert usage.returncode == 0 and usage.stdout.startswith("Usage: den "), usage.stderr
+
+
+def test_with_no_operator_running_get_and_status_say_the_status_is_stale(den, den_home: Path) -> None:
+    """A container removed while no operator runs must not go on showing Running: like a node
+    whose kubelet stopped posting, the phase is Unknown and says since when nobody looked."""
+    from den.api.resource import AgentStatus, Condition
+    from den.operator.store import Store
+    from tests.integration.test_store import make_agent
+
+    with Store(den_home / "state.db") as store:
+        store.apply_all([make_agent("scout")])
+        store.update_status("scout", "default", AgentStatus(
+            phase="Running", observedGeneration=1, endpoint="http://127.0.0.1:8800",
+            conditions=[Condition(type="Ready", status="True", reason="Ready", message="answering")]))
+        store.heartbeat()
+    listed = den("get", "agents")
+    assert listed.code == 0, listed.output
+    row = next(line for line in listed.stdout.splitlines() if line.startswith("scout"))
+    assert "Unknown (operator not running, last seen" in row and "Running" not in row
+    manifest = json.loads(den("get", "agent", "scout", "-o", "json").stdout)
+    ready = next(c for c in manifest["status"]["conditions"] if c["type"] == "Ready")
+    assert manifest["status"]["phase"] == "Unknown"
+    assert ready["status"] == "Unknown" and ready["reason"] == "OperatorNotRunning"
+    assert "the last status seen was Running" in ready["message"]
+    with Store(den_home / "state.db") as store:  # what is stored is not rewritten by a reader
+        assert store.get("scout").status.phase == "Running"

@@ -429,3 +429,18 @@ def test_an_unresolved_variable_is_a_pending_condition_naming_it(den, world, den
     assert status["phase"] == "Pending" and ready["reason"] == "MissingVariable"
     assert "DEN_TEST_UNSET_VARIABLE" in ready["message"]
     assert not docker_client.containers.list(all=True, filters={"label": f"den.dev/agent={name}"})
+
+
+def test_a_container_removed_while_no_operator_runs_is_not_shown_running(den, world, den_home, docker_client) -> None:
+    name, path = world["agentfile"]()
+    assert den("up", str(path)).code == 0
+    stop_operator(den, den_home)
+    docker_client.containers.get(world["installation"].container_name(name)).remove(force=True)
+    listed = den("get", "agents").stdout
+    row = next(line for line in listed.splitlines() if line.startswith(name))
+    assert "Unknown (operator not running, last seen" in row, listed
+    status = json.loads(den("status", "-o", "json").stdout)
+    assert status["agents"][0]["phase"] == "Unknown" and "operator not running" in status["agents"][0]["stale"]
+    assert den("up", str(path)).code == 0  # starts the operator, which heals it
+    assert agent_json(den, name)["status"]["phase"] == "Running"
+    assert "Unknown" not in den("get", "agents").stdout
