@@ -42,8 +42,8 @@ image: dev ## den-runtime and den-gateway (python:3.12-slim, or a Debian base bu
 image-operator: dev ## den-operator (the Helm chart's operator: the k8s extra) on top of the image target's two
 	PYTHON=$(BIN)/python bash hack/build-image.sh --operator
 
-demo: dev ## venv, image, the hello agent up and answering
-	bash hack/demo.sh
+demo: ## venv and images (built side by side), the hello agent up and answering
+	PYTHON=$(PYTHON) bash hack/demo.sh
 
 bench: dev image ## measurements as JSON under bench/results/ plus a table
 	$(BIN)/python hack/bench.py

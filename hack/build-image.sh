@@ -283,15 +283,19 @@ t=$SECONDS
 # uncached build step with the classic builder, which builds every stage up to the target:
 # the runtime's build makes deps, system, gateway and runtime; the gateway's then finds them
 # all in the cache; the operator (the last stage) is built only when asked.
-build() {  # build TARGET IMAGE REPO
-  log "docker build --target $1 -t $2 -t $3:latest"
-  docker build \
-    --label "den.dev/content-hash=$content_hash" \
-    --build-arg "BASE=$base" \
-    --build-arg "OFFLINE=$offline" \
-    --target "$1" \
-    -t "$2" -t "$3:latest" \
-    "$context"
+build() {  # build TARGET IMAGE REPO; each step's start time in the log, a failure's tail shown
+  local logfile="$BUILD_DIR/docker-build-$1.log" began=$SECONDS
+  log "docker build --target $1 -t $2 -t $3:latest (log: ${logfile#"$ROOT"/})"
+  if ! docker build \
+      --label "den.dev/content-hash=$content_hash" \
+      --build-arg "BASE=$base" \
+      --build-arg "OFFLINE=$offline" \
+      --target "$1" \
+      -t "$2" -t "$3:latest" \
+      "$context" 2>&1 | while IFS= read -r line; do printf '%4ss %s\n' "$((SECONDS - began))" "$line"; done >"$logfile"; then
+    tail -n 40 "$logfile" >&2
+    die "docker build --target $1 failed (full log: $logfile)"
+  fi
 }
 for i in "${stale[@]}"; do
   build "${targets[i]}" "${images[i]}" "${repos[i]}"

@@ -8,7 +8,19 @@ export LITELLM_LOCAL_MODEL_COST_MAP=True
 home="${DEN_HOME:-$HOME/.den}"
 mkdir -p "$home"
 
-bash hack/build-image.sh
+# The venv (make dev) and the images are independent: on a fresh machine they are made side by
+# side (the images' wheels are built with the same Python the venv is made from).
+mkdir -p .den-build
+started=$SECONDS
+make --no-print-directory dev >.den-build/dev.log 2>&1 &
+dev_pid=$!
+PYTHON="$(command -v "${PYTHON:-python3}")" bash hack/build-image.sh
+if ! wait "$dev_pid"; then
+  tail -n 30 .den-build/dev.log >&2
+  echo "error: make dev failed (full log: .den-build/dev.log)" >&2
+  exit 1
+fi
+echo "== venv and images ready in $((SECONDS - started))s"
 
 # No provider key configured: run Den's scripted model where the container can reach it
 # (the Docker bridge gateway, i.e. host.docker.internal; this machine only).
