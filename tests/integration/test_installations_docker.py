@@ -184,14 +184,20 @@ def test_an_installation_from_before_installations_is_upgraded_and_remembers(
     volume = old.volume_name(name)
     legacy = {"den.dev/agent": name, "den.dev/namespace": "default", "den.dev/component": "agent",
               "app.kubernetes.io/managed-by": "den"}
+    def copy(source: str, target: str) -> None:
+        helper = docker_client.containers.run(
+            runtime_image, ["sh", "-c", "cp -a /from/. /to/"], user="0", network_mode="none", detach=True,
+            volumes={source: {"bind": "/from"}, target: {"bind": "/to"}}, tmpfs={"/den": ""})
+        try:
+            assert helper.wait(timeout=60)["StatusCode"] == 0, helper.logs()
+        finally:
+            helper.remove(force=True, v=True)
+
     docker_client.volumes.create(f"{volume}-copy", labels={"den.dev/installation": "default"})
-    copy = ["sh", "-c", "cp -a /from/. /to/"]
-    docker_client.containers.run(runtime_image, copy, user="0", network_mode="none", remove=True,
-                                 volumes={volume: {"bind": "/from"}, f"{volume}-copy": {"bind": "/to"}})
+    copy(volume, f"{volume}-copy")
     docker_client.volumes.get(volume).remove()
     docker_client.volumes.create(volume, labels=legacy)
-    docker_client.containers.run(runtime_image, copy, user="0", network_mode="none", remove=True,
-                                 volumes={f"{volume}-copy": {"bind": "/from"}, volume: {"bind": "/to"}})
+    copy(f"{volume}-copy", volume)
     docker_client.volumes.get(f"{volume}-copy").remove()
     db = sqlite3.connect(home.path / "state.db")
     db.executescript("DROP TABLE settings; DELETE FROM den_migrations WHERE version > 1;")
