@@ -312,7 +312,7 @@ def never_ready_image(docker_client, runtime_image):
         holder.commit(repository=tag.split(":")[0], tag=tag.split(":")[1],
                       changes=['CMD ["sleep", "3600"]'])
     finally:
-        holder.remove(force=True, v=True)  # and its anonymous /den volume
+        holder.remove(force=True, v=True)
     yield tag
     docker_client.images.remove(tag, force=True)
 

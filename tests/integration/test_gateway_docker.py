@@ -144,4 +144,4 @@ def test_a_removed_gateway_heals_and_agents_answer_again_without_a_restart(den, 
         assert docker_client.containers.get(world["installation"].gateway).labels["app.kubernetes.io/managed-by"] == "den"
     finally:
         with contextlib.suppress(docker.errors.NotFound):
-            mine.remove(force=True, v=True)  # the image declares a VOLUME: no anonymous volume left
+            mine.remove(force=True, v=True)
