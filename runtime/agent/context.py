@@ -8,6 +8,7 @@ from typing import Any, Protocol
 
 from den.api.agentfile import AgentSpec
 from den.runtime.memory.budget import Budget, fit, text_tokens
+from den.runtime.memory.chunks import query_of
 
 VERBOSITY = {
     "concise": "Be concise: answer in as few sentences as the question allows; no preamble.",
@@ -111,7 +112,7 @@ def build_context(spec: AgentSpec, memory: Recalls | None, conversation: list[di
     budget = budget_of(spec)
     client_system = [m for m in conversation if m.get("role") == "system"]
     rest = [m for m in conversation if m.get("role") != "system"]
-    memories = recalled(spec, memory, last_user_text(conversation), budget.memories)
+    memories = recalled(spec, memory, query_of(last_user_text(conversation)), budget.memories)
     head = [system_message(spec, memories)]
     head += [{"role": "system", "content": m.get("content", "")} for m in client_system]
     fitted = fit(head, rest, budget.prompt)

@@ -21,6 +21,7 @@ from typing import Any
 
 from den.api.agentfile import MemorySpec
 from den.runtime.memory import facts as facts_mod
+from den.runtime.memory.chunks import chunks, query_of
 from den.runtime.memory.embed import Embedder, EmbedError
 from den.runtime.memory.recall import Graph, Traits, rank
 from den.runtime.memory.store import Fact, Memory, MemoryStore
@@ -50,14 +51,23 @@ class AgentMemory:
 
     def write(self, text: str, tags: str = "", *, kind: str = "memo", source: str = "memo",
               importance: float = 0.5) -> Memory:
-        """Remember ``text``; the same words again return the memory already kept."""
-        existing = self.store.find_exact(text, kind)
-        if existing is not None:
-            return existing
-        memory = self.store.add(text, kind=kind, tags=tags, source=source, importance=importance)
-        self._pending = True
+        """Remember ``text``; the same words again return the memory already kept. A text longer
+        than :data:`~den.runtime.memory.chunks.CHUNK_CHARS` is kept as several memories (see
+        :meth:`write_all`): the first is returned."""
+        return self.write_all(text, tags, kind=kind, source=source, importance=importance)[0]
+
+    def write_all(self, text: str, tags: str = "", *, kind: str = "memo", source: str = "memo",
+                  importance: float = 0.5) -> list[Memory]:
+        """Remember ``text`` as one memory per chunk (one for a short text), in order."""
+        written = []
+        for piece in chunks(text):
+            memory = self.store.find_exact(piece, kind)
+            if memory is None:
+                memory = self.store.add(piece, kind=kind, tags=tags, source=source, importance=importance)
+                self._pending = True
+            written.append(memory)
         self._index_soon()
-        return memory
+        return written
 
     def search(self, query: str, limit: int = 10, kinds: Sequence[str] | None = None) -> list[Memory]:
         """Hybrid recall (vectors and keywords, fused; graph activation), best first, with scores."""
@@ -79,7 +89,9 @@ class AgentMemory:
 
     def recall(self, query: str, limit: int, *, kinds: Sequence[str] | None = None,
                mode: str = "hybrid", touch: bool = False) -> list[Memory]:
-        """``mode``: hybrid (the default), vector or keyword (for measuring one half alone)."""
+        """``mode``: hybrid (the default), vector or keyword (for measuring one half alone). A long
+        ``query`` is searched for by its end (:func:`~den.runtime.memory.chunks.query_of`)."""
+        query = query_of(query)
         if limit <= 0 or not query.strip():
             return []
         depth = max(limit * 4, 20)
@@ -203,7 +215,9 @@ class AgentMemory:
         return self.store.export()
 
     def import_records(self, records: Iterable[dict[str, Any]]) -> dict[str, int]:
-        added = self.store.import_records(records)
+        """Records of an export; a memory whose text is longer than a chunk is imported as
+        several (the first keeps its id, facts point to it; the others get new ids)."""
+        added = self.store.import_records(chunked_records(records))
         self._pending = True
         self._index_soon()
         return added
@@ -221,3 +235,20 @@ class AgentMemory:
         if self._indexer is not None:
             self._indexer.join(timeout=5)
         self.store.close()
+
+
+def chunked_records(records: Iterable[dict[str, Any]]) -> Iterable[dict[str, Any]]:
+    """``records`` with each long memory text split into chunks: the first chunk keeps the
+    record's id, the others follow as records with ``id`` None (the store assigns one). Each
+    chunk's entities are found in its own text."""
+    for record in records:
+        text = record.get("text")
+        if record.get("type") != "memory" or not isinstance(text, str):
+            yield record
+            continue
+        pieces = chunks(text)
+        if len(pieces) == 1:
+            yield record
+            continue
+        for index, piece in enumerate(pieces):
+            yield {**record, "id": record.get("id") if index == 0 else None, "text": piece, "entities": None}

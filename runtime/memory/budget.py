@@ -16,6 +16,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from den.runtime.memory.chunks import count_words
+
 DEFAULT_CONTEXT_WINDOW = 8192
 MESSAGE_OVERHEAD = 4
 MARGIN = 0.05
@@ -24,7 +26,7 @@ MARGIN = 0.05
 def text_tokens(text: str) -> int:
     if not text:
         return 0
-    return max(math.ceil(len(text) / 4), math.ceil(len(text.split()) * 4 / 3))
+    return max(math.ceil(len(text) / 4), math.ceil(count_words(text) * 4 / 3))
 
 
 def message_tokens(message: dict[str, Any]) -> int:
@@ -93,10 +95,15 @@ def fit(head: Sequence[dict[str, Any]], conversation: Sequence[dict[str, Any]], 
 
 
 def shorten(message: dict[str, Any], budget: int) -> dict[str, Any]:
+    """``message`` with only the end of its text: at most ``budget`` tokens by the estimate.
+    Only the text's last few times ``budget`` characters are read (never the whole of it)."""
     content = str(message.get("content") or "")
-    words = content.split()
     keep = max(1, (budget * 3) // 4 - 12)
     chars = max(1, budget * 4 - 200)
+    end = content[-4 * chars:]
+    words = end.split()
+    if len(end) < len(content) and len(words) > 1 and not end[0].isspace():
+        words = words[1:]  # a word cut by the slice
     tail = " ".join(words[-keep:])[-chars:]
     return {**message, "content": "[earlier part cut to fit the context window] " + tail}
 

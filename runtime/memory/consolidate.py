@@ -69,7 +69,9 @@ class Consolidator:
                 log.warning("memory consolidation failed: %s", exc)
 
     async def _extract(self, talk: list[dict[str, Any]], source: str) -> None:
-        excerpt = talk[-EXCERPT_MESSAGES:]
+        room = self.budget.prompt * 4  # characters: the estimate never fits more in the window
+        excerpt = [{**m, "content": m["content"][-room:]} if isinstance(m.get("content"), str) else m
+                   for m in talk[-EXCERPT_MESSAGES:]]
         last_user = next((m.get("content") for m in reversed(excerpt) if m.get("role") == "user"), "")
         existing = await asyncio.to_thread(self.memory.nearest_facts, str(last_user or ""), 10)
         messages = facts_mod.prompt(existing, excerpt)

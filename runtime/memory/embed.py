@@ -17,8 +17,11 @@ from collections.abc import Mapping, Sequence
 from typing import Protocol
 
 from den.api.contract import GATEWAY_TOKEN_ENV, GATEWAY_URL_ENV, provider_key_name
+from den.runtime.memory.chunks import EMBED_CHARS
 
 DEFAULT_MODEL = "wordllama"
+#: wordllama pads a batch to its longest text: a few at a time keeps the token matrix small.
+WORDLLAMA_BATCH = 4
 
 
 class EmbedError(Exception):
@@ -31,6 +34,12 @@ class Embedder(Protocol):
     def dimension(self) -> int: ...
 
     def embed(self, texts: Sequence[str]) -> list[list[float]]: ...
+
+
+def bounded(texts: Sequence[str]) -> list[str]:
+    """Each text cut to :data:`EMBED_CHARS` characters (memories are chunked to fit already;
+    this guards the embedder against anything else, e.g. an old store's long memories)."""
+    return [text[:EMBED_CHARS] for text in texts]
 
 
 def unit(vector: Sequence[float]) -> list[float]:
@@ -69,7 +78,7 @@ class WordLlamaEmbedder:
         if not texts:
             return []
         try:
-            vectors = self._load().embed(list(texts), norm=True)
+            vectors = self._load().embed(bounded(texts), norm=True, batch_size=WORDLLAMA_BATCH)
         except Exception as exc:
             raise EmbedError(f"wordllama failed: {exc}") from exc
         return [[float(x) for x in row] for row in vectors]
@@ -106,7 +115,7 @@ class GatewayEmbedder:
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
         try:
             response = httpx.post(f"{self.base_url}/embeddings", headers=headers, timeout=60, trust_env=False,
-                                  json={"model": self.name, "input": list(texts), "encoding_format": "float"})
+                                  json={"model": self.name, "input": bounded(texts), "encoding_format": "float"})
         except httpx.HTTPError as exc:
             raise EmbedError(f"cannot reach {self.base_url}: {type(exc).__name__}") from None
         if response.status_code != 200:

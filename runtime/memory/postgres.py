@@ -13,13 +13,13 @@ explicit transactions: a write that returned is committed.
 
 from __future__ import annotations
 
-import re
 import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict
 from typing import Any
 
 from den.api.resource import now
+from den.runtime.memory.chunks import terms
 from den.runtime.memory.store import (
     KINDS,
     STOP_WORDS,
@@ -199,11 +199,11 @@ class PostgresStore:
     # -- searching --------------------------------------------------------------------
 
     def keyword_search(self, query: str, limit: int, kinds: Sequence[str] | None = None) -> list[tuple[int, float]]:
-        words = re.findall(r"\w+", query.lower())
+        words = terms(query)
         words = [w for w in words if w not in STOP_WORDS] or words
         if not words:
             return []
-        tsquery = " | ".join(dict.fromkeys(words))
+        tsquery = " | ".join(words)
         sql = ("SELECT id, ts_rank_cd(tsv, q) AS r FROM memories, to_tsquery('simple', %s) q "
                "WHERE tsv @@ q AND active")
         args: list[Any] = [tsquery]
@@ -349,18 +349,26 @@ class PostgresStore:
             for record in records:
                 kind = record.get("type")
                 if kind == "memory":
-                    if self._db.execute("SELECT 1 FROM memories WHERE id = %s", (record["id"],)).fetchone():
-                        added["skipped"] += 1
-                        continue
                     if record.get("kind") not in KINDS or not isinstance(record.get("text"), str):
                         raise ValueError(f"not a memory record: {str(record)[:200]}")
-                    self._db.execute(
-                        f"INSERT INTO memories ({_COLUMNS}, text_norm) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)",
-                        (record["id"], record["kind"], record["text"], record.get("tags", ""), record.get("source", ""),
-                         record.get("created") or now(), record.get("accessed"), int(record.get("access_count", 0)),
-                         float(record.get("importance", 0.5)), bool(record.get("active", True)), norm(record["text"])))
-                    self._db.execute("INSERT INTO embed_queue VALUES (%s) ON CONFLICT DO NOTHING", (record["id"],))
-                    self._link(int(record["id"]), record.get("entities") or entities_in(record["text"]))
+                    if self._imported_already(record):
+                        added["skipped"] += 1
+                        continue
+                    values = (record["kind"], record["text"], record.get("tags", ""), record.get("source", ""),
+                              record.get("created") or now(), record.get("accessed"),
+                              int(record.get("access_count", 0)), float(record.get("importance", 0.5)),
+                              bool(record.get("active", True)), norm(record["text"]))
+                    if record["id"] is None:  # a chunk of a long memory (agent.chunked_records): a new id
+                        columns = _COLUMNS.split(", ", 1)[1]
+                        row = self._db.execute(f"INSERT INTO memories ({columns}, text_norm) "
+                                               f"VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s) RETURNING id", values)
+                        memory_id = int(row.fetchone()[0])
+                    else:
+                        memory_id = int(record["id"])
+                        self._db.execute(f"INSERT INTO memories ({_COLUMNS}, text_norm) "
+                                         f"VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)", (memory_id, *values))
+                    self._db.execute("INSERT INTO embed_queue VALUES (%s) ON CONFLICT DO NOTHING", (memory_id,))
+                    self._link(memory_id, record.get("entities") or entities_in(record["text"]))
                     added["memories"] += 1
                 elif kind == "fact":
                     if self._db.execute("SELECT 1 FROM facts WHERE id = %s", (record["id"],)).fetchone():
@@ -378,6 +386,13 @@ class PostgresStore:
                 self._db.execute(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "
                                  f"GREATEST((SELECT COALESCE(MAX(id), 0) FROM {table}), 1))")
         return added
+
+    def _imported_already(self, record: dict[str, Any]) -> bool:
+        """As :meth:`den.runtime.memory.store.MemoryStore._imported_already`."""
+        if record.get("id") is None:
+            return bool(self._db.execute("SELECT 1 FROM memories WHERE text_norm = %s AND kind = %s",
+                                         (norm(record["text"]), record["kind"])).fetchone())
+        return bool(self._db.execute("SELECT 1 FROM memories WHERE id = %s", (record["id"],)).fetchone())
 
     def close(self) -> None:
         with self._lock:

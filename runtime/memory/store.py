@@ -23,16 +23,18 @@ in :mod:`den.runtime.memory.recall`, with no SQL.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import struct
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from den.api.resource import now
+from den.runtime.memory.chunks import terms
 
 KINDS = ("memo", "fact", "message", "summary")
 RESCORE_FACTOR = 10  # binary-quantized shortlist: this many times the asked-for count ...
@@ -264,6 +266,19 @@ class MemoryStore:
         self._bits: BitIndex | None = None  # loaded on the first vector search
         self._migrate()
 
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[Any]:
+        """``BEGIN IMMEDIATE`` ... ``COMMIT``, rolled back when anything raises: a transaction left
+        open made every later write fail ("cannot start a transaction within a transaction")."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
     # -- schema ------------------------------------------------------------------
 
     def _migrate(self) -> None:
@@ -319,15 +334,14 @@ class MemoryStore:
                 self._db.execute(f"CREATE VIRTUAL TABLE IF NOT EXISTS vec_memories USING vec0("
                                  f"memory_id INTEGER PRIMARY KEY, embedding_bits bit[{dim}])")
                 return False
-            self._db.execute("BEGIN IMMEDIATE")
-            self._db.execute("DROP TABLE IF EXISTS vec_memories")
-            self._db.execute(f"CREATE VIRTUAL TABLE vec_memories USING vec0("
-                             f"memory_id INTEGER PRIMARY KEY, embedding_bits bit[{dim}])")
-            self._db.execute("DELETE FROM embeddings")
-            self._db.execute("INSERT OR IGNORE INTO embed_queue SELECT id FROM memories WHERE active = 1")
-            self._db.execute("INSERT OR REPLACE INTO memory_meta VALUES ('embedding_model', ?)", (model,))
-            self._db.execute("INSERT OR REPLACE INTO memory_meta VALUES ('embedding_dim', ?)", (str(dim),))
-            self._db.execute("COMMIT")
+            with self._transaction() as db:
+                db.execute("DROP TABLE IF EXISTS vec_memories")
+                db.execute(f"CREATE VIRTUAL TABLE vec_memories USING vec0("
+                           f"memory_id INTEGER PRIMARY KEY, embedding_bits bit[{dim}])")
+                db.execute("DELETE FROM embeddings")
+                db.execute("INSERT OR IGNORE INTO embed_queue SELECT id FROM memories WHERE active = 1")
+                db.execute("INSERT OR REPLACE INTO memory_meta VALUES ('embedding_model', ?)", (model,))
+                db.execute("INSERT OR REPLACE INTO memory_meta VALUES ('embedding_dim', ?)", (str(dim),))
             self._bits = None
             return True
 
@@ -375,19 +389,17 @@ class MemoryStore:
         return self._memory(row) if row else None
 
     def forget(self, memory_id: int) -> bool:
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            gone = self._db.execute("DELETE FROM memories WHERE id = ?", (memory_id,)).rowcount
-            self._db.execute("DELETE FROM entities WHERE memory_id = ?", (memory_id,))
-            self._db.execute("DELETE FROM embeddings WHERE memory_id = ?", (memory_id,))
-            self._db.execute("DELETE FROM embed_queue WHERE memory_id = ?", (memory_id,))
+        with self._transaction() as db:
+            gone = db.execute("DELETE FROM memories WHERE id = ?", (memory_id,)).rowcount
+            db.execute("DELETE FROM entities WHERE memory_id = ?", (memory_id,))
+            db.execute("DELETE FROM embeddings WHERE memory_id = ?", (memory_id,))
+            db.execute("DELETE FROM embed_queue WHERE memory_id = ?", (memory_id,))
+            if self._has_vec_table():
+                db.execute("DELETE FROM vec_memories WHERE memory_id = ?", (memory_id,))
+            db.execute("UPDATE facts SET status = 'deleted', valid_to = ? WHERE memory_id = ? "
+                       "AND status = 'current'", (now(), memory_id))
             if self._bits is not None:
                 self._bits.remove(memory_id)
-            if self._has_vec_table():
-                self._db.execute("DELETE FROM vec_memories WHERE memory_id = ?", (memory_id,))
-            self._db.execute("UPDATE facts SET status = 'deleted', valid_to = ? WHERE memory_id = ? "
-                             "AND status = 'current'", (now(), memory_id))
-            self._db.execute("COMMIT")
         return bool(gone)
 
     def touch(self, ids: Sequence[int]) -> None:
@@ -415,23 +427,23 @@ class MemoryStore:
             if not self.vectors or self.meta("embedding_model") != model or not self._has_vec_table():
                 return 0
             stamp = now()
-            self._db.execute("BEGIN IMMEDIATE")
-            stored = 0
-            for memory_id, vector in rows:
-                self._db.execute("DELETE FROM embed_queue WHERE memory_id = ?", (memory_id,))
-                if not self._db.execute("SELECT 1 FROM memories WHERE id = ?", (memory_id,)).fetchone():
-                    continue  # forgotten meanwhile
-                self._db.execute("DELETE FROM vec_memories WHERE memory_id = ?", (memory_id,))
-                blob = pack(vector)
-                self._db.execute("INSERT INTO vec_memories(memory_id, embedding_bits) "
-                                 "VALUES (?, vec_quantize_binary(?))", (memory_id, blob))
-                self._db.execute("INSERT OR REPLACE INTO embeddings VALUES (?, ?, ?, ?, ?)",
-                                 (memory_id, model, len(vector), stamp, blob))
-                if self._bits is not None:
+            stored = []
+            with self._transaction() as db:
+                for memory_id, vector in rows:
+                    db.execute("DELETE FROM embed_queue WHERE memory_id = ?", (memory_id,))
+                    if not db.execute("SELECT 1 FROM memories WHERE id = ?", (memory_id,)).fetchone():
+                        continue  # forgotten meanwhile
+                    db.execute("DELETE FROM vec_memories WHERE memory_id = ?", (memory_id,))
+                    blob = pack(vector)
+                    db.execute("INSERT INTO vec_memories(memory_id, embedding_bits) "
+                               "VALUES (?, vec_quantize_binary(?))", (memory_id, blob))
+                    db.execute("INSERT OR REPLACE INTO embeddings VALUES (?, ?, ?, ?, ?)",
+                               (memory_id, model, len(vector), stamp, blob))
+                    stored.append((memory_id, vector))
+            if self._bits is not None:
+                for memory_id, vector in stored:
                     self._bits.add(memory_id, vector)
-                stored += 1
-            self._db.execute("COMMIT")
-        return stored
+        return len(stored)
 
     def embedded_count(self) -> int:
         with self._lock:
@@ -440,12 +452,13 @@ class MemoryStore:
     # -- searching --------------------------------------------------------------------
 
     def keyword_search(self, query: str, limit: int, kinds: Sequence[str] | None = None) -> list[tuple[int, float]]:
-        """(id, bm25) best first; any of the query's words matches."""
-        words = re.findall(r"\w+", query.lower())
+        """(id, bm25) best first; any of the query's words matches (its first
+        :data:`~den.runtime.memory.chunks.QUERY_TERMS` distinct words)."""
+        words = terms(query)
         words = [w for w in words if w not in STOP_WORDS] or words
         if not words:
             return []
-        match = " OR ".join(f'"{w}"' for w in dict.fromkeys(words))
+        match = " OR ".join(f'"{w}"' for w in words)
         with self._lock:
             # FTS5's own rank order (no join inside the ranking query: it is much faster), then
             # only active memories of the kinds asked for.
@@ -588,19 +601,17 @@ class MemoryStore:
         memory = self.add(text, kind="fact", source=source, importance=0.5 + 0.5 * confidence,
                           entities=[subject, obj])
         stamp = now()
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            cursor = self._db.execute(
+        with self._transaction() as db:
+            cursor = db.execute(
                 "INSERT INTO facts (memory_id, subject, predicate, object, confidence, valid_from, source) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?)", (memory.id, subject, predicate, obj, confidence, stamp, source))
             fact_id = int(cursor.lastrowid or 0)
             if supersedes is not None:
-                old = self._db.execute("SELECT memory_id FROM facts WHERE id = ?", (supersedes,)).fetchone()
-                self._db.execute("UPDATE facts SET status = 'superseded', superseded_by = ?, valid_to = ? "
-                                 "WHERE id = ? AND status = 'current'", (fact_id, stamp, supersedes))
+                old = db.execute("SELECT memory_id FROM facts WHERE id = ?", (supersedes,)).fetchone()
+                db.execute("UPDATE facts SET status = 'superseded', superseded_by = ?, valid_to = ? "
+                           "WHERE id = ? AND status = 'current'", (fact_id, stamp, supersedes))
                 if old:
-                    self._db.execute("UPDATE memories SET active = 0 WHERE id = ?", (old[0],))
-            self._db.execute("COMMIT")
+                    db.execute("UPDATE memories SET active = 0 WHERE id = ?", (old[0],))
         return Fact(fact_id, memory.id, subject, predicate, obj, confidence, stamp, source=source)
 
     def invalidate_fact(self, fact_id: int) -> bool:
@@ -609,10 +620,9 @@ class MemoryStore:
                                    (fact_id,)).fetchone()
             if not row:
                 return False
-            self._db.execute("BEGIN IMMEDIATE")
-            self._db.execute("UPDATE facts SET status = 'deleted', valid_to = ? WHERE id = ?", (now(), fact_id))
-            self._db.execute("UPDATE memories SET active = 0 WHERE id = ?", (row[0],))
-            self._db.execute("COMMIT")
+            with self._transaction() as db:
+                db.execute("UPDATE facts SET status = 'deleted', valid_to = ? WHERE id = ?", (now(), fact_id))
+                db.execute("UPDATE memories SET active = 0 WHERE id = ?", (row[0],))
         return True
 
     # -- summaries of dropped turns -----------------------------------------------------------
@@ -653,18 +663,19 @@ class MemoryStore:
                 for record in records:
                     kind = record.get("type")
                     if kind == "memory":
-                        if self._db.execute("SELECT 1 FROM memories WHERE id = ?", (record["id"],)).fetchone():
+                        if record.get("kind") not in KINDS or not isinstance(record.get("text"), str):
+                            raise ValueError(f"not a memory record: {json.dumps(record, default=str)[:200]}")
+                        if self._imported_already(record):
                             added["skipped"] += 1
                             continue
-                        if record.get("kind") not in KINDS or not isinstance(record.get("text"), str):
-                            raise ValueError(f"not a memory record: {json.dumps(record)[:200]}")
-                        self._db.execute(
+                        cursor = self._db.execute(
                             f"INSERT INTO memories ({self._COLUMNS}, text_norm) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                             (record["id"], record["kind"], record["text"], record.get("tags", ""),
                              record.get("source", ""), record.get("created") or now(), record.get("accessed"),
                              int(record.get("access_count", 0)), float(record.get("importance", 0.5)),
                              int(bool(record.get("active", True))), norm(record["text"])))
-                        self._link(int(record["id"]), record.get("entities") or entities_in(record["text"]))
+                        memory_id = int(record["id"]) if record["id"] is not None else int(cursor.lastrowid or 0)
+                        self._link(memory_id, record.get("entities") or entities_in(record["text"]))
                         added["memories"] += 1
                     elif kind == "fact":
                         if self._db.execute("SELECT 1 FROM facts WHERE id = ?", (record["id"],)).fetchone():
@@ -683,6 +694,14 @@ class MemoryStore:
                 self._db.execute("ROLLBACK")
                 raise
         return added
+
+    def _imported_already(self, record: dict[str, Any]) -> bool:
+        """A record with an id is there when its id is; one without (a chunk of a long memory,
+        see :func:`den.runtime.memory.agent.chunked_records`) when the same words are."""
+        if record.get("id") is None:
+            return bool(self._db.execute("SELECT 1 FROM memories WHERE text_norm = ? AND kind = ?",
+                                         (norm(record["text"]), record["kind"])).fetchone())
+        return bool(self._db.execute("SELECT 1 FROM memories WHERE id = ?", (record["id"],)).fetchone())
 
     def close(self) -> None:
         with self._lock:
