@@ -148,10 +148,12 @@ def up(
     loaded = load_inputs([file])
     if cluster.context():
         return cluster.up(loaded, no_wait=no_wait, timeout=timeout)
-    from den.operator.controller import ensure_operator
+    from den.api.resource import now
+    from den.operator.controller import ensure_operator, operator_pid
     from den.operator.secrets import capture_env
     from den.operator.store import open_store
 
+    began, watched = now(), bool(operator_pid())
     agents = []
     for item in loaded:
         spec = item.agent.spec.model_copy(update={"desiredState": "running"})
@@ -168,7 +170,12 @@ def up(
         if no_wait:
             return
         keys = [(a.namespace, a.name) for a in agents]
-        wait_for(store, keys, lambda a: a is not None and _ready(a), timeout, "Ready")
+        deadline = time.monotonic() + timeout
+        # A status written while no operator ran may be stale (a container removed meanwhile):
+        # trust it only once the operator this den up started has looked at everything once.
+        while not watched and not store.synced_since(began) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        wait_for(store, keys, lambda a: a is not None and _ready(a), max(1.0, deadline - time.monotonic()), "Ready")
         for namespace, name in keys:
             agent = store.get(name, namespace)
             say(f"[green]●[/green] {name} is Ready at [bold]{agent.status.endpoint}[/bold]")

@@ -161,6 +161,9 @@ class Controller:
         self.events_source = events_source
         self.workers = max(1, workers)
         self.watch_version = watch_version
+        #: Keys of the first listing not yet reconciled (None: all were, or not running yet).
+        self._unsynced: set[Key] | None = None
+        self._sync_lock = threading.Lock()
 
     def enqueue_all(self) -> None:
         for key in self.system:
@@ -224,8 +227,29 @@ class Controller:
         except Exception as exc:  # a busy store: the next resync writes it
             log.warning("heartbeat not written: %s", exc)
 
+    def _processed(self, key: Key) -> None:
+        """Once every key of the first listing had a pass, say so (``den up`` waits for it when it
+        had to start the operator: until then a status is what the last operator saw)."""
+        with self._sync_lock:
+            if self._unsynced is None:
+                return
+            self._unsynced.discard(key)
+            if self._unsynced:
+                return
+            self._unsynced = None
+        try:
+            self.store.mark_synced()
+        except Exception as exc:  # a busy store: den up then waits for its timeout
+            log.warning("could not record the first pass: %s", exc)
+
     def process(self, key: Key) -> None:
         """Reconcile ``key`` once; on failure record it and requeue with backoff."""
+        try:
+            self._process(key)
+        finally:
+            self._processed(key)
+
+    def _process(self, key: Key) -> None:
         namespace, name = key
         component = self.system.get(key)
         try:
@@ -275,6 +299,8 @@ class Controller:
         for thread in threads:
             thread.start()
         self._heartbeat()
+        with self._sync_lock:
+            self._unsynced = set(self.system) | {(a.namespace, a.name) for a in self.store.list()}
         self.enqueue_all()
         log.info("operator running (pid %d, %d workers)", os.getpid(), self.workers)
         self.stop.wait()

@@ -249,8 +249,20 @@ class Store:
             db.execute("INSERT OR REPLACE INTO settings VALUES ('operator.heartbeat', ?)", (now(),))
 
     def last_heartbeat(self) -> str | None:
+        return self._setting("operator.heartbeat")
+
+    def mark_synced(self) -> None:
+        """A starting operator has reconciled everything once: statuses are its own from now on."""
+        with self.transaction() as db:
+            db.execute("INSERT OR REPLACE INTO settings VALUES ('operator.synced', ?)", (now(),))
+
+    def synced_since(self, stamp: str) -> bool:
+        synced = self._setting("operator.synced")
+        return synced is not None and synced >= stamp
+
+    def _setting(self, name: str) -> str | None:
         with self._lock:
-            row = self._db.execute("SELECT value FROM settings WHERE name = 'operator.heartbeat'").fetchone()
+            row = self._db.execute("SELECT value FROM settings WHERE name = ?", (name,)).fetchone()
         return row[0] if row else None
 
     def image_pins(self) -> dict[str, str]:
