@@ -18,6 +18,11 @@ Writes bench/results/<UTC time>.json and bench/results/latest.json and prints a 
 - image_runtime_mb / image_gateway_mb / image_egress_mb: the three images' sizes;
 - fleet_*: 50 agents applied at once (one directory, the operator running) until
   all are Ready, and the memory all their containers use then.
+- request_*_peak_over_idle_mb (also alone, with the kill -9 figures: `--agent`): the agent's
+  peak memory above its idle use while one chat message of 256 KB, 1, 8 and 32 MB is answered
+  or refused (the memory cgroup's high-water mark), its status, and whether the agent survived;
+- kill9_*: kill -9 of the agent and of the gateway until a chat is answered again, and of the
+  operator during a `den up` until the next `den up` has everything Ready;
 - memory_* (also alone: `python hack/bench.py --memory`): in this process on the
   host (not in a CPU-limited container), the agent's memory store with the
   wordllama embedder: durable writes a second, embedding a second, hybrid recall
@@ -38,6 +43,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 import uuid
 from datetime import UTC, datetime
@@ -77,11 +83,14 @@ def timed(args: list[str], env: dict[str, str]) -> float:
     return time.monotonic() - start
 
 
-def agentfile(folder: Path, name: str) -> Path:
+def agentfile(folder: Path, name: str, model_port: int = 9) -> Path:
+    """An agent on the default memory limit (512m) whose model is the scripted one on ``model_port``
+    of the Docker bridge (this machine)."""
     path = folder / "Agentfile"
     path.write_text(
-        f"name: {name}\nmodel: {{provider: openai, name: scripted, base_url: 'http://host.docker.internal:9/v1'}}\n"
-        "runtime: {cpu: 1, memory: 256m, network: host}\n"
+        f"name: {name}\nmodel: {{provider: openai, name: scripted, "
+        f"base_url: 'http://host.docker.internal:{model_port}/v1'}}\n"
+        "runtime: {cpu: 1, network: host}\n"
     )
     return path
 
@@ -119,18 +128,18 @@ def bare_run(name: str) -> tuple[float, float]:
 class _Served:
     """uvicorn in a thread on 127.0.0.1 (this machine only)."""
 
-    def __init__(self, app) -> None:
+    def __init__(self, app, host: str = "127.0.0.1") -> None:
         import socket
         import threading
 
         import uvicorn
 
         with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
+            sock.bind((host, 0))
             port = sock.getsockname()[1]
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
+        self.server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="error"))
         self.thread = threading.Thread(target=self.server.run, daemon=True)
-        self.url = f"http://127.0.0.1:{port}"
+        self.url = f"http://{host}:{port}"
 
     def __enter__(self) -> str:
         self.thread.start()
@@ -230,13 +239,93 @@ def container_memory_mb(names: list[str]) -> float:
     return total / (1024 * 1024)
 
 
+def _chat(endpoint: str, token: str, content: str, timeout: float = 120) -> int:
+    """POST one chat completion; its status (0: the connection broke, as when the agent dies)."""
+    body = json.dumps({"messages": [{"role": "user", "content": content}]}).encode()
+    request = urllib.request.Request(f"{endpoint}/v1/chat/completions", data=body, method="POST",
+                                     headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            response.read()
+            return response.status
+    except urllib.error.HTTPError as error:
+        return error.code
+    except (urllib.error.URLError, ConnectionError, TimeoutError):
+        return 0
+
+
+def _memory_files(container: str) -> tuple[Path, Path]:
+    """(usage now, peak usage) of a container's memory cgroup on the host (v1, else v2)."""
+    cid = subprocess.run(["docker", "inspect", "-f", "{{.Id}}", container], capture_output=True, text=True,
+                         check=True).stdout.strip()
+    for folder in (Path("/sys/fs/cgroup/memory/docker") / cid, Path("/sys/fs/cgroup/memory/system.slice") /
+                   f"docker-{cid}.scope"):
+        if folder.exists():
+            return folder / "memory.usage_in_bytes", folder / "memory.max_usage_in_bytes"
+    folder = next(Path("/sys/fs/cgroup").glob(f"**/*{cid}*"))
+    return folder / "memory.current", folder / "memory.peak"
+
+
+def request_size_peaks(container: str, endpoint: str, token: str) -> dict[str, float]:
+    """The agent's peak memory over its idle use while it answers (or refuses) one chat message of
+    256 KB, 1 MB, 8 MB and 32 MB of ordinary words; whether it survived each (0/1)."""
+    current, peak = _memory_files(container)
+    results: dict[str, float] = {}
+    started = subprocess.run(["docker", "inspect", "-f", "{{.State.StartedAt}}", container], capture_output=True,
+                             text=True).stdout
+    for label, size in (("256k", 256 * 1024), ("1m", 1 << 20), ("8m", 8 << 20), ("32m", 32 << 20)):
+        idle = int(current.read_text())
+        try:
+            peak.write_text("0")  # v1: reset the high-water mark
+        except OSError:
+            pass
+        status = _chat(endpoint, token, "word " * (size // 5))
+        results[f"request_{label}_status"] = status
+        results[f"request_{label}_peak_over_idle_mb"] = (int(peak.read_text()) - idle) / (1024 * 1024)
+    same = subprocess.run(["docker", "inspect", "-f", "{{.State.StartedAt}}", container], capture_output=True,
+                          text=True).stdout == started
+    results["request_sizes_agent_survived"] = float(same and _chat(endpoint, token, "still there?") == 200)
+    return results
+
+
+def kill_recoveries(inst, name: str, path: Path, env: dict[str, str]) -> dict[str, float]:
+    """kill -9 of the agent and of the gateway until a chat completion is answered again, and of the
+    operator during a den up until everything is Ready after the next den up."""
+    out = subprocess.run([*DEN, "api", name, "-o", "json"], env=env, check=True, capture_output=True, text=True)
+    endpoint, token = json.loads(out.stdout)["endpoint"], json.loads(out.stdout)["token"]
+    results = {}
+    for label, container in (("agent", inst.container_name(name)), ("gateway", inst.gateway)):
+        subprocess.run(["docker", "kill", "-s", "KILL", container], check=True, capture_output=True)
+        start = time.monotonic()
+        while _chat(endpoint, token, "are you back?", timeout=5) != 200:
+            if time.monotonic() - start > 120:
+                raise RuntimeError(f"no answer 120 s after kill -9 of the {label}")
+            time.sleep(0.1)
+        results[f"kill9_{label}_answering_s"] = time.monotonic() - start
+    other = path.with_name("second.Agentfile")
+    other.write_text(path.read_text().replace(f"name: {name}", f"name: {name}-2"))
+    up = subprocess.Popen([*DEN, "up", str(other)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(1.0)
+    from den.operator.controller import OperatorLock
+
+    pid = OperatorLock(Path(env["DEN_HOME"]) / "operator.lock").holder()
+    if pid and pid > 0:
+        os.kill(pid, 9)
+    up.wait(timeout=120)
+    start = time.monotonic()
+    subprocess.run([*DEN, "up", str(other)], env=env, check=True, capture_output=True)
+    results["kill9_operator_converged_s"] = time.monotonic() - start
+    subprocess.run([*DEN, "destroy", f"{name}-2", "--yes"], env=env, capture_output=True)
+    return results
+
+
 def image_mb(image: str) -> float:
     out = subprocess.run(["docker", "image", "inspect", "-f", "{{.Size}}", image],
                          capture_output=True, text=True, check=True)
     return int(out.stdout.strip()) / (1024 * 1024)
 
 
-def fleet(home: Path, env: dict[str, str], count: int = 50) -> dict[str, float]:
+def fleet(home: Path, env: dict[str, str], inst, count: int = 50) -> dict[str, float]:
     """``count`` agents applied at once with the operator running, until all are Ready."""
     folder = home / "fleet"
     folder.mkdir()
@@ -262,12 +351,13 @@ def fleet(home: Path, env: dict[str, str], count: int = 50) -> dict[str, float]:
     else:
         raise RuntimeError(f"the fleet was not Ready in 600 s ({len(ready)}/{count})")
     elapsed = time.monotonic() - start
-    memory = container_memory_mb([f"den-{n}" for n in names])
+    memory = container_memory_mb([inst.container_name(n) for n in names])
     # Stop the operator first, or it heals the containers back as they are removed.
     subprocess.run([*DEN, "operator", "stop"], env=env, capture_output=True)
     for name in names:
-        subprocess.run(["docker", "rm", "-f", f"den-{name}", f"den-{name}-net"], capture_output=True)
-        subprocess.run(["docker", "volume", "rm", "-f", f"den-{name}-home"], capture_output=True)
+        subprocess.run(["docker", "rm", "-f", inst.container_name(name), inst.net_container_name(name)],
+                       capture_output=True)
+        subprocess.run(["docker", "volume", "rm", "-f", inst.volume_name(name)], capture_output=True)
     return {"fleet_agents": count, "fleet_all_ready_s": elapsed, "fleet_memory_mb": memory,
             "fleet_memory_per_agent_mb": memory / count}
 
@@ -427,52 +517,71 @@ def main() -> int:
         return report(memory_bench())
     if "--memory-container" in sys.argv:  # needs the Docker lock and den-runtime:latest built from this tree
         return report(memory_bench_in_container())
+    from den.operator.names import Installation
+
     home = Path(tempfile.mkdtemp(prefix="den-bench-"))
-    env = {**os.environ, "DEN_HOME": str(home), "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
+    inst = Installation(f"bench-{uuid.uuid4().hex[:6]}")  # its own gateway, proxy and network
+    env = {**os.environ, "DEN_HOME": str(home), "DEN_INSTALLATION": inst.id, "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
     name = f"bench-{uuid.uuid4().hex[:6]}"
     results: dict[str, float] = {}
-    try:
+    model = None
+    agent_only = "--agent" in sys.argv  # one agent's figures: up, sizes of requests, kill -9 recoveries
+    if not agent_only:
         results["cli_help_ms"] = statistics.median(timed([*DEN, "--help"], env) for _ in range(7)) * 1000
         results["cli_status_ms"] = statistics.median(timed([*DEN, "status"], env) for _ in range(7)) * 1000
         results.update(api_overhead())
         results["bare_run_healthz_200_s"], results["bare_run_readyz_200_s"] = bare_run(name)
-        path = agentfile(home, name)
+    try:
+        from den.operator.docker_backend import host_gateway_ip
+        from den.runtime.scripted_model import create_scripted_app
+
+        model = _Served(create_scripted_app(), host=host_gateway_ip())
+        model_url = model.__enter__()
+        path = agentfile(home, name, int(model_url.rsplit(":", 1)[1]))
         start = time.monotonic()
         subprocess.run([*DEN, "up", str(path)], env=env, check=True, capture_output=True)
         results["up_ready_s"] = time.monotonic() - start
-        results["up_over_bare_ratio"] = results["up_ready_s"] / results["bare_run_readyz_200_s"]
+        if "bare_run_readyz_200_s" in results:
+            results["up_over_bare_ratio"] = results["up_ready_s"] / results["bare_run_readyz_200_s"]
         out = subprocess.run([*DEN, "api", name, "-o", "json"], env=env, check=True, capture_output=True, text=True)
         endpoint = json.loads(out.stdout)["endpoint"]
         token = json.loads(out.stdout)["token"]
         request = urllib.request.Request(f"{endpoint}/v1/models", headers={"Authorization": f"Bearer {token}"})
         urllib.request.urlopen(request, timeout=10).read()
         time.sleep(2.0)
-        results["idle_agent_rss_mb"] = container_memory_mb([f"den-{name}"])
-        results["network_container_rss_mb"] = container_memory_mb([f"den-{name}-net"])
-        results["egress_proxy_rss_mb"] = container_memory_mb(["den-egress"])
+        results["idle_agent_rss_mb"] = container_memory_mb([inst.container_name(name)])
+        results["network_container_rss_mb"] = container_memory_mb([inst.net_container_name(name)])
+        results["egress_proxy_rss_mb"] = container_memory_mb([inst.egress])
         results["image_runtime_mb"] = image_mb("den-runtime:latest")
         results["image_gateway_mb"] = image_mb("den-gateway:latest")
         results["image_egress_mb"] = image_mb("den-egress:latest")
-        subprocess.run(["docker", "rm", "-f", f"den-{name}"], check=True, capture_output=True)
+        results.update(request_size_peaks(inst.container_name(name), endpoint, token))
+        subprocess.run(["docker", "rm", "-f", inst.container_name(name)], check=True, capture_output=True)
         start = time.monotonic()
         wait_http(f"{endpoint}/healthz", timeout=30)
         results["heal_after_rm_s"] = time.monotonic() - start
-        subprocess.run(["docker", "rm", "-f", "den-gateway"], check=True, capture_output=True)
+        subprocess.run(["docker", "rm", "-f", inst.gateway], check=True, capture_output=True)
         start = time.monotonic()
         wait_http(f"{endpoint}/readyz", timeout=60)
-        while subprocess.run(["docker", "inspect", "-f", "{{.State.Running}}", "den-gateway"],
+        while subprocess.run(["docker", "inspect", "-f", "{{.State.Running}}", inst.gateway],
                              capture_output=True, text=True).stdout.strip() != "true":
             time.sleep(0.1)
         results["gateway_heal_after_rm_s"] = time.monotonic() - start
+        results.update(kill_recoveries(inst, name, path, env))
         subprocess.run([*DEN, "destroy", name, "--yes"], env=env, capture_output=True)
         subprocess.run([*DEN, "operator", "stop"], env=env, capture_output=True)
-        results.update(fleet(home, env))
-        results.update(memory_bench())
-        results.update(memory_bench_in_container())
+        if not agent_only:
+            results.update(fleet(home, env, inst))
+            results.update(memory_bench())
+            results.update(memory_bench_in_container())
     finally:
+        if model is not None:
+            model.__exit__(None, None, None)
         subprocess.run([*DEN, "destroy", name, "--yes"], env=env, capture_output=True)
         subprocess.run([*DEN, "operator", "stop"], env=env, capture_output=True)
-        subprocess.run(["docker", "rm", "-f", "den-gateway", "den-egress"], capture_output=True)  # this bench's
+        subprocess.run(["docker", "rm", "-f", inst.gateway, inst.egress], capture_output=True)  # this bench's
+        subprocess.run(["docker", "network", "rm", inst.network], capture_output=True)
+        subprocess.run(["docker", "volume", "rm", inst.gateway_volume], capture_output=True)
     return report(results)
 
 
