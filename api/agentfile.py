@@ -140,6 +140,12 @@ class RuntimeSpec(_Model):
         300, ge=60, le=31 * 86400,
         description="Seconds that must at least pass between two runs of a task the agent schedules itself.",
     )
+    max_request_bytes: int | None = Field(
+        None, ge=1024, le=1024 * 1024 * 1024,
+        description="The largest request body the agent's API accepts, in bytes (larger: 413). Default: "
+                    "8 bytes per token of model.context_window, at least 1 MiB (1048576), at most 32 MiB.",
+        examples=[8388608],
+    )
 
     @field_validator("memory", mode="before")
     @classmethod

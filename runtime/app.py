@@ -10,17 +10,17 @@ from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
-from starlette.exceptions import HTTPException as StarletteHTTPException
+from fastapi import FastAPI
+from starlette.types import Scope
 
 from den import __version__
 from den.api.contract import TOKEN_ENV
 from den.api.resource import Agent
+from den.runtime import http_errors
+from den.runtime.agent.context import request_limit
 from den.runtime.auth import BearerTokenMiddleware
+from den.runtime.body_limit import BodyLimitMiddleware
 from den.runtime.logging import RequestContextMiddleware
-from den.runtime.openai_types import error_response
 from den.runtime.routes import cron, den, health, openai
 from den.runtime.state import RuntimeState
 
@@ -67,36 +67,18 @@ def create_app(agent: Agent, *, env: Mapping[str, str] | None = None,
             if state.memory is not None:
                 state.memory.close()
 
+    def body_limit(scope: Scope) -> int:
+        if scope.get("path") == den.IMPORT_PATH:  # streamed to a file, imported a line at a time
+            return max(den.IMPORT_MAX_BYTES, request_limit(state.agent.spec))
+        return request_limit(state.agent.spec)
+
     app = FastAPI(title=f"Den agent {agent.name}", version=__version__, lifespan=lifespan)
     app.state.runtime = state
+    app.add_middleware(BodyLimitMiddleware, limit=body_limit,
+                       where="send less, or raise runtime.max_request_bytes in the Agentfile")
     app.add_middleware(BearerTokenMiddleware, token=lambda: state.env.get(TOKEN_ENV))
     app.add_middleware(RequestContextMiddleware)
-    app.add_exception_handler(RequestValidationError, _invalid_request)
-    app.add_exception_handler(StarletteHTTPException, _http_error)
+    http_errors.install(app)
     for module in (health, openai, den, cron):
         app.include_router(module.router)
     return app
-
-
-async def _invalid_request(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, RequestValidationError)
-    problems, param = [], None
-    for error in exc.errors():
-        loc = [str(p) for p in error.get("loc", ()) if p != "body"]
-        if error.get("type") == "json_invalid":
-            problems.append(f"the request body is not valid JSON ({error.get('msg')})")
-            continue
-        where = ".".join(loc)
-        param = param or where or None
-        problems.append(f"{where}: {error.get('msg')}" if where else str(error.get("msg")))
-    message = "invalid request: " + "; ".join(problems or ["the body does not match the API"])
-    return error_response(400, message, "invalid_request_error", param)
-
-
-async def _http_error(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, StarletteHTTPException)
-    kinds = {401: "authentication_error", 403: "permission_error", 404: "not_found_error"}
-    response = error_response(exc.status_code, str(exc.detail), kinds.get(exc.status_code, "invalid_request_error"))
-    for name, value in (exc.headers or {}).items():
-        response.headers[name] = value
-    return response

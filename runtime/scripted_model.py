@@ -84,6 +84,7 @@ DEFAULT_PORT = 8765
 GREETING = "Hello from the scripted model. You said: "
 TOOL_PATTERN = re.compile(r"TOOL(!?):([A-Za-z0-9_.\-]+)[ \t]*([^\n]*)")
 SECRET_HEADERS = frozenset({"authorization", "api-key", "x-api-key"})
+MAX_REQUEST_BYTES = 64 * 1024 * 1024  # request bodies (413 over it): generous, it answers Den's tests
 WORD = re.compile(r"\w+")
 
 
@@ -410,12 +411,17 @@ class RequestLog:
         return cleared
 
 
-def create_scripted_app(rules: list[Any] | None = None, log_path: Path | None = None) -> FastAPI:
-    """The scripted model as an ASGI app; ``rules`` as ``[{match, reply}]`` (see the module docstring)."""
+def create_scripted_app(rules: list[Any] | None = None, log_path: Path | None = None, *,
+                        max_request_bytes: int = MAX_REQUEST_BYTES) -> FastAPI:
+    """The scripted model as an ASGI app; ``rules`` as ``[{match, reply}]`` (see the module docstring).
+    A request body over ``max_request_bytes`` is refused with 413 before it is read."""
+    from den.runtime.body_limit import BodyLimitMiddleware
+
     compiled = parse_rules(rules)
     log = RequestLog(log_path)
     app = FastAPI(title="Den scripted model", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.request_log = log
+    app.add_middleware(BodyLimitMiddleware, limit=lambda scope: max_request_bytes)
 
     async def read_body(request: Request) -> Any:
         raw = await request.body()

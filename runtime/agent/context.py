@@ -1,13 +1,18 @@
-"""What the model sees every turn: identity, personality, recalled memories, then the conversation."""
+"""What the model sees every turn: identity, personality, recalled memories, then the conversation.
+
+Also what the agent accepts at all: a request body of at most :func:`request_limit` bytes, and a
+newest message that fits the window by itself (:func:`overflow`).
+"""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from den.api.agentfile import AgentSpec
-from den.runtime.memory.budget import Budget, fit, text_tokens
+from den.runtime.memory.budget import MESSAGE_OVERHEAD, Budget, fit, message_tokens, text_tokens
 from den.runtime.memory.chunks import query_of
 
 VERBOSITY = {
@@ -101,6 +106,42 @@ class Context:
 
 def budget_of(spec: AgentSpec) -> Budget:
     return Budget.of(spec.model.context_window, spec.model.max_tokens)
+
+
+def request_limit(spec: AgentSpec) -> int:
+    """The largest request body the agent's API accepts: ``runtime.max_request_bytes``, else
+    :attr:`~den.runtime.memory.budget.Budget.request_bytes` of its window."""
+    return spec.runtime.max_request_bytes or budget_of(spec).request_bytes
+
+
+def _characters(message: dict[str, Any]) -> int:
+    content = message.get("content")
+    if isinstance(content, list):
+        return sum(len(str(p.get("text", ""))) for p in content if isinstance(p, dict))
+    return len(content) if isinstance(content, str) else 0
+
+
+def overflow(spec: AgentSpec, messages: Sequence[dict[str, Any]]) -> str | None:
+    """Why the newest user message (else the last message) cannot be answered, or None.
+
+    It must fit the prompt budget by itself, next to the agent's system prompt (older messages
+    are left out to fit, recalled memories are optional): its estimated tokens (the larger of
+    characters / 4 and words x 4/3, as everywhere) are compared with what is left. A message
+    whose characters alone are over is refused on its length, without reading it."""
+    if not messages:
+        return None
+    newest = next((m for m in reversed(messages) if m.get("role") == "user"), messages[-1])
+    budget = budget_of(spec)
+    room = budget.prompt - message_tokens(system_message(spec, []))
+    least = math.ceil(_characters(newest) / 4) + MESSAGE_OVERHEAD
+    used = least if least > room else message_tokens(newest)
+    if used <= room:
+        return None
+    return (f"This agent's model has a context window of {budget.window} tokens; after the answer's "
+            f"{budget.completion}, a safety margin and the agent's system prompt, {room} are left for a "
+            f"message, and the newest message is {'at least ' if used == least else ''}{used} tokens "
+            "(estimated: the larger of characters / 4 and words x 4/3). Shorten the message, or raise "
+            "model.context_window in the Agentfile.")
 
 
 def build_context(spec: AgentSpec, memory: Recalls | None, conversation: list[dict[str, Any]]) -> Context:

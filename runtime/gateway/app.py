@@ -14,6 +14,11 @@ A token maps to one agent's settings: the upstream (provider, name,
 compromised agent cannot point the key at a server of its choosing;
 ``temperature`` and ``max_tokens`` default to the Agentfile's. Over budget,
 a call is refused with 429 ``budget_exceeded`` before anything is sent.
+
+A request body over ``max_request_bytes`` (``DEN_GATEWAY_MAX_REQUEST_BYTES``,
+32 MiB by default) is refused with 413 before it is read; a chat completion is
+checked like the agent's (:class:`~den.runtime.openai_types.ChatCompletionRequest`:
+400 naming the parameter) and forwarded as the agent sent it.
 """
 
 from __future__ import annotations
@@ -28,10 +33,12 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import Body, Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from den import __version__
+from den.runtime import http_errors
+from den.runtime.body_limit import MIB, BodyLimitMiddleware
 from den.runtime.gateway.config import AgentEntry, GatewayConfig, ModelSettings
 from den.runtime.gateway.ledger import Ledger, Totals
 from den.runtime.gateway.upstream import (
@@ -45,8 +52,31 @@ from den.runtime.gateway.upstream import (
     price_map,
 )
 from den.runtime.logging import RequestContextMiddleware, redact
+from den.runtime.openai_types import (
+    SSE_EVENT,
+    ChatCompletionRequest,
+    EmbeddingsRequest,
+    ErrorBody,
+    error_response,
+)
 
 log = logging.getLogger("den.runtime.gateway")
+DEFAULT_MAX_REQUEST_BYTES = 32 * MIB
+#: The provider's own errors are relayed with their status (and redacted): any status, its body.
+RELAYED = {"default": {"description": "The provider's own error, relayed with its status (keys redacted).",
+                       "content": {"application/json": {"schema": {"type": "object"}}}}}
+GATEWAY_ERRORS = {
+    400: "The request is invalid (not JSON, not an object, a parameter of the wrong type or out of range; "
+         "param names it).",
+    401: "No gateway token, or not one the gateway knows (the ledger: not the admin token).",
+    413: "The request body is larger than the gateway accepts (DEN_GATEWAY_MAX_REQUEST_BYTES).",
+    429: "The agent is over its daily budget (type budget_exceeded).",
+    502: "The model provider failed or could not be reached (type upstream_error).",
+}
+
+
+def gateway_errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    return {status: {"model": ErrorBody, "description": GATEWAY_ERRORS[status]} for status in statuses}
 
 
 class GatewayError(Exception):
@@ -56,8 +86,7 @@ class GatewayError(Exception):
 
 
 def error(status: int, message: str, type_: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse({"error": {"message": message, "type": type_, "param": None, "code": type_}},
-                        status_code=status, headers=headers)
+    return error_response(status, message, type_, None, type_, headers)
 
 
 class Gateway:
@@ -135,22 +164,13 @@ GatewayDep = Annotated[Gateway, Depends(gateway_of)]
 AgentDep = Annotated[AgentEntry, Depends(calling_agent)]
 
 
-async def _body(request: Request) -> dict[str, Any]:
-    try:
-        body = json.loads(await request.body() or b"{}")
-    except json.JSONDecodeError as exc:
-        raise GatewayError(400, f"the request body is not valid JSON ({exc.msg})", "invalid_request_error") from None
-    if not isinstance(body, dict):
-        raise GatewayError(400, "the request body must be a JSON object", "invalid_request_error")
-    return body
-
-
 def _upstream_error(gateway: Gateway, reply: Reply) -> JSONResponse:
     text = gateway.redact(json.dumps(reply.body))
     return JSONResponse(json.loads(text), status_code=reply.status)
 
 
-def create_gateway_app(config: GatewayConfig, ledger: Ledger, upstream: Upstream | None = None) -> FastAPI:
+def create_gateway_app(config: GatewayConfig, ledger: Ledger, upstream: Upstream | None = None, *,
+                       max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES) -> FastAPI:
     """The gateway over ``config`` and ``ledger``. The price map is read at start-up; litellm is
     imported in the background only when an agent's provider needs translation."""
     gateway = Gateway(config, ledger, upstream or Upstream())
@@ -167,35 +187,44 @@ def create_gateway_app(config: GatewayConfig, ledger: Ledger, upstream: Upstream
                 warm.cancel()
             await gateway.upstream.close()
 
-    app = FastAPI(title="Den model gateway", version=__version__, lifespan=lifespan)
+    app = FastAPI(title="Den model gateway", version=__version__, lifespan=lifespan,
+                  responses=gateway_errors(413))
     app.state.gateway = gateway
+    app.add_middleware(BodyLimitMiddleware, limit=lambda scope: max_request_bytes,
+                       where="send less, or raise DEN_GATEWAY_MAX_REQUEST_BYTES on the gateway")
     app.add_middleware(RequestContextMiddleware)
 
     @app.exception_handler(GatewayError)
     async def _gateway_error(request: Request, exc: GatewayError) -> JSONResponse:
         return error(exc.status, str(exc), exc.type, exc.headers)
 
+    http_errors.install(app)
+
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/readyz", response_model=None)
+    @app.get("/readyz", response_model=None, responses={503: {
+        "description": "No config yet.", "content": {"application/json": {"schema": {"type": "object"}}}}})
     async def readyz() -> dict[str, Any] | JSONResponse:
         config.refresh()
         if config.loaded:
             return {"status": "ready", "agents": len(config.agents())}
         return JSONResponse({"status": "no config yet"}, status_code=503)
 
-    @app.get("/v1/models")
+    @app.get("/v1/models", responses=gateway_errors(401))
     async def models(entry: AgentDep) -> dict[str, Any]:
         return {"object": "list", "data": [{"id": entry.model.name, "object": "model", "created": 0,
                                             "owned_by": entry.model.provider}]}
 
-    @app.post("/v1/chat/completions", response_model=None)
-    async def chat_completions(request: Request, entry: AgentDep, gw: GatewayDep) -> Any:
-        body = await _body(request)
-        if not isinstance(body.get("messages"), list) or not body["messages"]:
-            raise GatewayError(400, "messages: a non-empty list is required", "invalid_request_error")
+    @app.post("/v1/chat/completions", response_model=None,
+              responses={200: {"content": {"text/event-stream": {"schema": SSE_EVENT}}},
+                         **gateway_errors(400, 401, 429, 502), **RELAYED})
+    async def chat_completions(payload: ChatCompletionRequest, request: Request, entry: AgentDep,
+                               gw: GatewayDep) -> Any:
+        """The agent's model answers (plain or streamed); the request's model is replaced by it.
+        The body is checked (``payload``) and forwarded as it came."""
+        body = dict(await request.json())
         model = entry.model
         gw.admit(entry, model.name)
         body["model"] = model.name
@@ -223,11 +252,11 @@ def create_gateway_app(config: GatewayConfig, ledger: Ledger, upstream: Upstream
         return StreamingResponse(_relay(gw, entry, result), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
-    @app.post("/v1/embeddings")
-    async def embeddings(request: Request, entry: AgentDep, gw: GatewayDep) -> JSONResponse:
-        body = await _body(request)
-        if body.get("input") in (None, "", []):
-            raise GatewayError(400, "input: a string or a list of strings is required", "invalid_request_error")
+    @app.post("/v1/embeddings", responses={**gateway_errors(400, 401, 429, 502), **RELAYED})
+    async def embeddings(payload: Annotated[EmbeddingsRequest, Body()], request: Request, entry: AgentDep,
+                         gw: GatewayDep) -> JSONResponse:
+        """Embeddings from the model the request names, at the agent's provider."""
+        body = dict(await request.json())
         # The request names the embedding model; provider, base_url and key stay the agent's.
         model = dataclasses.replace(entry.model, name=str(body.get("model") or entry.model.name))
         gw.admit(entry, model.name)
@@ -242,12 +271,12 @@ def create_gateway_app(config: GatewayConfig, ledger: Ledger, upstream: Upstream
             return _upstream_error(gw, reply)
         return JSONResponse(reply.body)
 
-    @app.get("/den/v1/usage")
+    @app.get("/den/v1/usage", responses=gateway_errors(401))
     async def usage(entry: AgentDep, gw: GatewayDep) -> dict[str, Any]:
         """Today's use of the calling agent, as the ledger counts it."""
         return gw.usage(entry)
 
-    @app.get("/den/v1/ledger")
+    @app.get("/den/v1/ledger", responses=gateway_errors(401))
     async def ledger_today(request: Request, gw: GatewayDep) -> dict[str, Any]:
         """Today's use of every agent (admin token only: the operator and `den status`)."""
         if not gw.config.is_admin(_bearer(request)):
@@ -286,6 +315,7 @@ async def _relay(gw: Gateway, entry: AgentEntry, stream: Stream) -> AsyncIterato
                                                       "seconds": round(time.monotonic() - started, 3)}})
 
 
-def build_app(config_dir: Path, data_dir: Path, *, direct: bool = True) -> FastAPI:
+def build_app(config_dir: Path, data_dir: Path, *, direct: bool = True,
+              max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES) -> FastAPI:
     return create_gateway_app(GatewayConfig(config_dir), Ledger(data_dir / "ledger.db"),
-                              Upstream(direct=direct))
+                              Upstream(direct=direct), max_request_bytes=max_request_bytes)

@@ -5,6 +5,11 @@ quarter of the characters and four thirds of the words, plus a few for the
 message frame), so a prompt that fits by this count fits the model. The
 completion gets ``min(model.max_tokens, window / 4)``; the prompt the rest,
 less a safety margin; recalled memories at most a quarter of the prompt.
+
+The window also bounds what the agent's API accepts (:attr:`Budget.request_bytes`):
+8 bytes of request body per token of window (a token is about 4 characters of
+English; JSON escapes and UTF-8 take more bytes than characters, and a client
+resends the conversation), at least 1 MiB and at most 32 MiB.
 """
 
 from __future__ import annotations
@@ -21,6 +26,10 @@ from den.runtime.memory.chunks import count_words
 DEFAULT_CONTEXT_WINDOW = 8192
 MESSAGE_OVERHEAD = 4
 MARGIN = 0.05
+MIB = 1024 * 1024
+BYTES_PER_TOKEN = 8
+MIN_REQUEST_BYTES = 1 * MIB
+MAX_REQUEST_BYTES = 32 * MIB
 
 
 def text_tokens(text: str) -> int:
@@ -61,6 +70,11 @@ class Budget:
     @property
     def memories(self) -> int:
         return self.prompt // 4
+
+    @property
+    def request_bytes(self) -> int:
+        """The largest request body the agent accepts unless ``runtime.max_request_bytes`` says."""
+        return min(MAX_REQUEST_BYTES, max(MIN_REQUEST_BYTES, self.window * BYTES_PER_TOKEN))
 
 
 @dataclass

@@ -11,15 +11,19 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
+from den.runtime.agent.context import overflow
 from den.runtime.agent.loop import Turn
 from den.runtime.agent.model import BudgetExceeded, ModelError
 from den.runtime.completions import TurnStream, sse, turn_body
 from den.runtime.deps import StateDep
 from den.runtime.logging import redact
-from den.runtime.openai_types import ChatCompletionRequest, error_response
+from den.runtime.openai_types import SSE_EVENT, ChatCompletionRequest, error_response, errors
 from den.runtime.state import RuntimeState
 
-router = APIRouter(prefix="/v1", tags=["openai"])
+router = APIRouter(prefix="/v1", tags=["openai"], responses=errors(401, 413, 503))
+STREAM = {200: {"description": "A `chat.completion`, or with `stream: true` its `chat.completion.chunk` "
+                               "Server-Sent Events ending with `data: [DONE]`.",
+                "content": {"text/event-stream": {"schema": SSE_EVENT}}}}
 log = logging.getLogger("den.runtime.openai")
 
 
@@ -31,16 +35,21 @@ async def models(state: StateDep) -> dict[str, Any]:
             "data": [{"id": state.agent.name, "object": "model", "created": created, "owned_by": "den"}]}
 
 
-@router.post("/chat/completions", response_model=None)
+@router.post("/chat/completions", response_model=None, responses={**STREAM, **errors(400, 429, 502)})
 async def chat_completions(
     body: ChatCompletionRequest, state: StateDep, request: Request
 ) -> JSONResponse | StreamingResponse:
     """The agent answers: its identity and memories, the conversation (continued from its
     session when one is named), tools and checks, through the Agentfile's model. The
-    request's ``model`` and sampling fields are ignored: the Agentfile decides."""
+    request's ``model`` and sampling fields are checked and ignored: the Agentfile decides.
+    A newest message that does not fit the context window by itself is a 400
+    ``context_length_exceeded`` (older messages are left out to fit, as they always are)."""
     state.requests += 1
-    session = request.headers.get("x-den-session") or body.user
     conversation = body.wire_messages()
+    too_long = overflow(state.agent.spec, conversation)
+    if too_long:
+        return error_response(400, too_long, "invalid_request_error", "messages", "context_length_exceeded")
+    session = request.headers.get("x-den-session") or body.user
     if session and state.sessions is not None:
         conversation = await asyncio.to_thread(state.sessions.merge, session, conversation)
     fields = {"model": state.agent_loop.model.model_id, "messages": len(body.messages),

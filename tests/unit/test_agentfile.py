@@ -113,6 +113,7 @@ def test_an_agentfile_with_only_name_and_model_gets_the_documented_defaults() ->
         "budget": {"usd_per_day": None, "tokens_per_day": None},
         "max_tasks": 10,
         "task_min_interval": 300,
+        "max_request_bytes": None,
     }
     assert spec.model.model_dump() == {
         "provider": "openai",
