@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+import yaml.reader
 import yaml.scanner
 from pydantic import BaseModel, ValidationError
 
@@ -89,7 +90,8 @@ def format_path(loc: Iterable[str | int]) -> str:
         if isinstance(part, int):
             out += f"[{part}]"
         else:
-            out += f".{part}" if out else str(part)
+            name = str(part) if str(part) else '""'  # an empty key is still a place
+            out += f".{name}" if out else name
     return out
 
 
@@ -193,8 +195,9 @@ def load_text(text: str, source: str = "<stdin>") -> tuple[list[Loaded], list[Pr
         return [], [Problem(source, None, "", "file is empty: expected an Agentfile (name, model, ...)")]
     loaded: list[Loaded] = []
     problems: list[Problem] = []
-    loader = YamlLoader(text)
+    loader: YamlLoader | None = None
     try:
+        loader = YamlLoader(text)  # its reader refuses control characters at once
         while loader.check_node():
             node = loader.get_node()
             if node is None:
@@ -226,10 +229,17 @@ def load_text(text: str, source: str = "<stdin>") -> tuple[list[Loaded], list[Pr
         if exc.context and isinstance(exc, yaml.scanner.ScannerError):
             what = f"{exc.context}: {what}"
         problems.append(Problem(source, line, "", f"invalid YAML: {what}"))
+    except yaml.reader.ReaderError as exc:
+        character = chr(exc.character) if isinstance(exc.character, int) else exc.character
+        problems.append(Problem(source, None, "", f"invalid YAML: {exc.reason} (character "
+                                                  f"{character!r} at position {exc.position})"))
     except yaml.YAMLError as exc:
         problems.append(Problem(source, None, "", f"invalid YAML: {exc}"))
+    except RecursionError:
+        problems.append(Problem(source, None, "", "invalid YAML: nested too deeply"))
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
     if not loaded and not problems:
         problems.append(Problem(source, None, "", "no documents: expected an Agentfile (name, model, ...)"))
     problems.sort(key=lambda p: p.line or 0)

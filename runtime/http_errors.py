@@ -9,7 +9,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -108,11 +108,20 @@ async def http_error(request: Request, exc: Exception) -> JSONResponse:
 def allowed_methods(request: Request) -> list[str]:
     """Every method some route of ``request``'s path answers."""
     methods: set[str] = set()
-    for route in request.app.router.routes:
+    for route in _routes(request.app.router.routes):
         match, _ = route.matches(request.scope)
         if match is not Match.NONE:
             methods |= set(getattr(route, "methods", None) or ())
     return sorted(methods)
+
+
+def _routes(routes: Sequence[Any]) -> Iterator[Any]:
+    """Every route, those of included routers too (FastAPI keeps an included router as one entry)."""
+    for route in routes:
+        if hasattr(route, "effective_candidates"):
+            yield from _routes(route.effective_candidates())
+        else:
+            yield route
 
 
 def install(app: FastAPI) -> None:

@@ -54,6 +54,7 @@ class RuntimeState:
         import tempfile
 
         from den.runtime.agent.checks import CheckRunner
+        from den.runtime.agent.context import request_limit
         from den.runtime.agent.loop import AgentLoop
         from den.runtime.agent.loops import LoopRunner, RunStore
         from den.runtime.agent.model import ModelClient
@@ -69,7 +70,7 @@ class RuntimeState:
         if home is None:  # tests and `create_app` without a volume: a private scratch home
             home = Path(tempfile.mkdtemp(prefix=f"den-{self.agent.name}-"))
         else:
-            self.sessions = Sessions(home / ".den" / "sessions.db")
+            self.sessions = Sessions(home / ".den" / "sessions.db", max_bytes=request_limit(spec))
         self.home = home
         self.memory = AgentMemory(self._memory_store(home), spec.memory, self._embedder())
         self.scheduler = TaskScheduler(home / ".den" / "schedule.db", max_tasks=spec.runtime.max_tasks,

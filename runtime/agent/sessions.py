@@ -14,7 +14,11 @@ MAX_MESSAGES = 200  # oldest turns are dropped past this, keeping the context bo
 
 
 class Sessions:
-    def __init__(self, path: Path) -> None:
+    """``max_bytes``: a session keeps its newest messages up to this much JSON (the agent's
+    request limit: what a client could send in one request), so loading one stays bounded."""
+
+    def __init__(self, path: Path, max_bytes: int | None = None) -> None:
+        self.max_bytes = max_bytes
         self._lock = threading.Lock()
         self._db = open_db(
             path,
@@ -27,12 +31,16 @@ class Sessions:
         return json.loads(row[0]) if row else []
 
     def save(self, session_id: str, messages: list[dict[str, Any]]) -> None:
-        kept = [m for m in messages if m.get("role") != "system"][-MAX_MESSAGES:]
+        kept = [json.dumps(m) for m in messages if m.get("role") != "system"][-MAX_MESSAGES:]
+        if self.max_bytes is not None:
+            total = sum(len(m) + 2 for m in kept)
+            while len(kept) > 1 and total > self.max_bytes:
+                total -= len(kept.pop(0)) + 2
         with self._lock:
             self._db.execute(
                 "INSERT INTO sessions VALUES (?, ?, ?) ON CONFLICT(id) DO UPDATE SET updated = excluded.updated, "
                 "messages = excluded.messages",
-                (session_id, time.time(), json.dumps(kept)),
+                (session_id, time.time(), "[" + ", ".join(kept) + "]"),
             )
 
     def reset(self, session_id: str) -> None:
