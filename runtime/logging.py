@@ -122,7 +122,7 @@ class RequestContextMiddleware:
             log.exception("unhandled error", extra={"fields": {"path": scope.get("path")}})
             if not status["sent"]:
                 body = json.dumps({"error": {"message": f"internal error (request id {rid})",
-                                             "type": "internal_error"}}).encode()
+                                             "type": "internal_error", "param": None, "code": None}}).encode()
                 await send_with_id({"type": "http.response.start", "status": 500,
                                     "headers": [(b"content-type", b"application/json"),
                                                 (b"content-length", str(len(body)).encode())]})

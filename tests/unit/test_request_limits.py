@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 
@@ -141,3 +144,12 @@ def test_a_session_keeps_its_newest_messages_within_its_byte_bound(tmp_path) -> 
     assert kept == messages[-len(kept):] and 4 <= len(kept) <= 6
     sessions.save("big", [{"role": "user", "content": "y" * 5000}])
     assert len(sessions.load("big")) == 1  # the newest is kept whatever its size
+
+
+def test_the_gateway_will_not_start_with_a_body_limit_that_is_not_a_number_of_bytes(tmp_path) -> None:
+    env = {**os.environ, "DEN_GATEWAY_MAX_REQUEST_BYTES": "lots", "DEN_GATEWAY_CONFIG_DIR": str(tmp_path),
+           "DEN_GATEWAY_DATA": str(tmp_path)}
+    done = subprocess.run([sys.executable, "-m", "den.runtime.gateway"], env=env, capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 2
+    assert "DEN_GATEWAY_MAX_REQUEST_BYTES: expected a number of bytes (1024 or more), got 'lots'" in done.stdout

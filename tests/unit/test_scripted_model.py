@@ -298,3 +298,11 @@ def test_the_fact_rule_adds_updates_skips_and_deletes_against_the_numbered_facts
     assert decided("As I said, my city is Lisbon.") == [{"event": "NOOP", "id": 0}]
     assert decided("Please forget my pet.") == [{"event": "DELETE", "id": 1}]
     assert decided("Nice weather today.") == []
+
+
+def test_a_body_over_the_scripted_models_limit_is_a_413_and_never_logged(serve) -> None:
+    client = serve(max_request_bytes=4096)
+    refused = client.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "x" * 5000}]})
+    assert refused.status_code == 413 and refused.json()["error"]["code"] == "request_too_large"
+    assert client.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "hi"}]}).is_success
+    assert [r["body"]["messages"][0]["content"] for r in client.get("/requests").json()] == ["hi"]
