@@ -13,7 +13,7 @@ model.
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 Role = Literal["system", "developer", "user", "assistant", "tool", "function"]
 Loc = tuple[str | int, ...]
 _BAD_TEXT = re.compile("[\x00\ud800-\udfff]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 class ErrorDetail(BaseModel):
@@ -50,8 +51,8 @@ def printable(text: str) -> str:
     return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
-def _text_problem(text: str) -> str | None:
-    found = _BAD_TEXT.search(text)
+def _text_problem(text: str, nul: bool = True) -> str | None:
+    found = (_BAD_TEXT if nul else _SURROGATE).search(text)
     if found is None:
         return None
     if found.group() == "\x00":
@@ -60,19 +61,20 @@ def _text_problem(text: str) -> str | None:
             "send the character itself, or both halves of its surrogate pair")
 
 
-def bad_text(value: Any, loc: Loc = ()) -> TextError | None:
-    """The first string in a JSON document (keys too) that holds a NUL or a lone surrogate."""
+def bad_text(value: Any, loc: Loc = (), *, nul: bool = True) -> TextError | None:
+    """The first string in a JSON document (keys too) that holds a lone surrogate, or a NUL
+    (unless ``nul`` is False)."""
     stack: list[tuple[Loc, Any]] = [(loc, value)]
     while stack:
         where, item = stack.pop()
         if isinstance(item, str):
-            problem = _text_problem(item)
+            problem = _text_problem(item, nul)
             if problem:
                 return TextError(where, problem)
         elif isinstance(item, dict):
             for key, child in reversed(list(item.items())):
-                if isinstance(key, str) and _text_problem(key):
-                    return TextError((*where, printable(key)), f"the key {_text_problem(key)}")
+                if isinstance(key, str) and _text_problem(key, nul):
+                    return TextError((*where, printable(key)), f"the key {_text_problem(key, nul)}")
                 stack.append(((*where, key), child))
         elif isinstance(item, list):
             stack.extend(((*where, index), child) for index, child in reversed(list(enumerate(item))))
@@ -84,11 +86,14 @@ class WireModel(BaseModel):
     string in it, keys too, checked first (:func:`bad_text`): no NUL, no lone surrogate."""
 
     model_config = ConfigDict(strict=True)
+    #: False where text is forwarded for a provider to judge (NUL is valid Unicode; a lone
+    #: surrogate is not, and is refused everywhere: no server can encode it).
+    refuse_nul: ClassVar[bool] = True
 
     @model_validator(mode="before")
     @classmethod
     def _clean_text(cls, data: Any) -> Any:
-        problem = bad_text(data)
+        problem = bad_text(data, nul=cls.refuse_nul)
         if problem is not None:
             raise problem
         return data
@@ -178,10 +183,18 @@ class ChatCompletionRequest(WireModel):
         return [m.model_dump(exclude_none=True) for m in self.messages]
 
 
+class ForwardedChatRequest(ChatCompletionRequest):
+    """The model gateway's chat completion: OpenAI's parameter checks, and the text as the agent
+    built it (its context holds what models wrote; a NUL there is the provider's to judge)."""
+
+    refuse_nul: ClassVar[bool] = False
+
+
 class EmbeddingsRequest(WireModel):
     """``POST /v1/embeddings`` (the gateway's): ``input`` a string, strings, or token ids."""
 
     model_config = ConfigDict(extra="allow")
+    refuse_nul: ClassVar[bool] = False
 
     model: str | None = None
     input: Annotated[str, Field(min_length=1)] | Annotated[list[str], Field(min_length=1)] \

@@ -16,9 +16,10 @@ compromised agent cannot point the key at a server of its choosing;
 a call is refused with 429 ``budget_exceeded`` before anything is sent.
 
 A request body over ``max_request_bytes`` (``DEN_GATEWAY_MAX_REQUEST_BYTES``,
-32 MiB by default) is refused with 413 before it is read; a chat completion is
-checked like the agent's (:class:`~den.runtime.openai_types.ChatCompletionRequest`:
-400 naming the parameter) and forwarded as the agent sent it.
+32 MiB by default) is refused with 413 before it is read; a chat completion's
+parameters are checked like the agent's (:class:`~den.runtime.openai_types.ForwardedChatRequest`:
+400 naming the parameter; a lone surrogate is refused, a NUL is the provider's to judge) and
+the body is forwarded as the agent sent it.
 """
 
 from __future__ import annotations
@@ -54,9 +55,9 @@ from den.runtime.gateway.upstream import (
 from den.runtime.logging import RequestContextMiddleware, redact
 from den.runtime.openai_types import (
     SSE_EVENT,
-    ChatCompletionRequest,
     EmbeddingsRequest,
     ErrorBody,
+    ForwardedChatRequest,
     error_response,
 )
 
@@ -220,7 +221,7 @@ def create_gateway_app(config: GatewayConfig, ledger: Ledger, upstream: Upstream
     @app.post("/v1/chat/completions", response_model=None,
               responses={200: {"content": {"text/event-stream": {"schema": SSE_EVENT}}},
                          **gateway_errors(400, 401, 429, 502), **RELAYED})
-    async def chat_completions(payload: ChatCompletionRequest, request: Request, entry: AgentDep,
+    async def chat_completions(payload: ForwardedChatRequest, request: Request, entry: AgentDep,
                                gw: GatewayDep) -> Any:
         """The agent's model answers (plain or streamed); the request's model is replaced by it.
         The body is checked (``payload``) and forwarded as it came."""

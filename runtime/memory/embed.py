@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import math
+import re
 import threading
 from collections.abc import Mapping, Sequence
 from typing import Protocol
@@ -22,6 +23,7 @@ from den.runtime.memory.chunks import EMBED_CHARS
 DEFAULT_MODEL = "wordllama"
 #: wordllama pads a batch to its longest text: a few at a time keeps the token matrix small.
 WORDLLAMA_BATCH = 4
+_UNEMBEDDABLE = re.compile("[\x00\ud800-\udfff]")
 
 
 class EmbedError(Exception):
@@ -38,8 +40,9 @@ class Embedder(Protocol):
 
 def bounded(texts: Sequence[str]) -> list[str]:
     """Each text cut to :data:`EMBED_CHARS` characters (memories are chunked to fit already;
-    this guards the embedder against anything else, e.g. an old store's long memories)."""
-    return [text[:EMBED_CHARS] for text in texts]
+    this guards the embedder against anything else, e.g. an old store's long memories), with
+    NULs and lone surrogates (from a model's reply, say) as spaces: no provider refuses it."""
+    return [_UNEMBEDDABLE.sub(" ", text[:EMBED_CHARS]) for text in texts]
 
 
 def unit(vector: Sequence[float]) -> list[float]:

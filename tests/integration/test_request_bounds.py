@@ -261,6 +261,8 @@ def test_the_gateway_refuses_a_large_body_and_what_openai_refuses(scripted_model
         assert refused.status_code == 400 and error_of(refused)["param"] == param
     assert post(b"\xff").status_code == 400
     assert post(b'{"messages": [{"role": "user", "content": "hi"}]}').status_code == 200
+    # A NUL in what the agent built (a model wrote it) is the provider's to judge: forwarded.
+    assert post(b'{"messages": [{"role": "user", "content": "a\\u0000b"}]}').status_code == 200
     embeddings = httpx.post(f"{gateway.url}/v1/embeddings", json={"input": ""}, headers=headers)
     assert embeddings.status_code == 400 and error_of(embeddings)["param"] == "input"
 

@@ -158,3 +158,9 @@ def test_a_write_that_fails_midway_is_rolled_back_and_the_store_keeps_working(tm
     memory = store.add("still writable")
     assert store.forget(memory.id) and store.count() == 0
     store.close()
+
+
+def test_what_no_embedding_provider_takes_is_sent_as_spaces() -> None:
+    from den.runtime.memory.embed import bounded
+
+    assert bounded(["a\x00b\ud800c", "x" * 5000]) == ["a b c", "x" * EMBED_CHARS]
