@@ -42,8 +42,7 @@ def turn_body(turn: Turn, agent_name: str) -> dict[str, Any]:
         "object": "chat.completion",
         "created": int(time.time()),
         "model": agent_name,
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": turn.content},
-                     "finish_reason": "stop" if turn.stop_reason == "stop" else "length"}],
+        "choices": [{"index": 0, "message": turn.message(), "finish_reason": turn.finish_reason}],
         "usage": turn.usage.as_openai(),
         "den": turn_meta(turn),
     }
@@ -112,8 +111,12 @@ class TurnStream:
                 if value.exception() is not None:
                     raise value.exception()
                 turn: Turn = value.result()
-                finish = "stop" if turn.stop_reason == "stop" else "length"
-                yield sse({**self._chunk({}, finish), "den": {"type": "turn", **turn_meta(turn)}})
+                for index, call in enumerate(turn.tool_calls):  # the caller's tools: OpenAI's delta format
+                    yield sse(self._chunk({"tool_calls": [{"index": index, "id": call.id, "type": "function",
+                                                           "function": {"name": call.name, "arguments": ""}}]}))
+                    yield sse(self._chunk({"tool_calls": [{"index": index,
+                                                           "function": {"arguments": call.arguments}}]}))
+                yield sse({**self._chunk({}, turn.finish_reason), "den": {"type": "turn", **turn_meta(turn)}})
                 if self.include_usage:
                     yield sse({**self.base, "choices": [], "usage": turn.usage.as_openai()})
                 yield sse("[DONE]")

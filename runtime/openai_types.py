@@ -133,16 +133,70 @@ class ToolSpec(BaseModel):
     function: FunctionSpec
 
 
+class JsonSchemaFormat(BaseModel):
+    model_config = ConfigDict(extra="allow", strict=True, populate_by_name=True)
+
+    name: str = Field(..., pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    description: str | None = None
+    schema_: dict[str, Any] | None = Field(None, alias="schema")
+    strict: bool | None = Field(None, strict=True)
+
+
+class ResponseFormat(BaseModel):
+    """``{"type": "text" | "json_object"}`` or ``{"type": "json_schema", "json_schema": {...}}``."""
+
+    model_config = ConfigDict(extra="allow", strict=True)
+
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JsonSchemaFormat | None = None
+
+    @model_validator(mode="after")
+    def _schema_given(self) -> ResponseFormat:
+        if self.type == "json_schema" and self.json_schema is None:
+            raise ValueError("type json_schema needs json_schema: {name, schema}")
+        return self
+
+
 Penalty = Annotated[float | None, Field(strict=True, ge=-2, le=2, allow_inf_nan=False)]
 Count = Annotated[int | None, Field(strict=True, gt=0)]
+
+
+#: Chat Completions fields passed to the model on every call of the turn (docs/openai-compat.md).
+PASSED_FIELDS = ("temperature", "top_p", "seed", "stop", "presence_penalty", "frequency_penalty",
+                 "logit_bias", "response_format", "tool_choice", "parallel_tool_calls", "user",
+                 "reasoning_effort", "verbosity")
+#: Fields checked and not used, each with the reason (the 200 is still an honest answer).
+IGNORED_FIELDS = {
+    "model": "the agent is the model: its Agentfile names the one it thinks with",
+    "store": "Den does not keep chat completions for OpenAI's stored-completions API (sessions "
+             "keep conversations: X-Den-Session or user)",
+    "metadata": "belongs to OpenAI's stored completions, which Den does not keep",
+    "service_tier": "the Agentfile chooses the provider and what it costs, not the caller",
+    "prediction": "an answer may take several model calls (tools, checks): a predicted output "
+                  "cannot be matched to one",
+}
+#: Fields refused with a 400 naming them when set to anything but their default.
+REFUSED_FIELDS = {
+    "logprobs": "an agent's answer may come from several model calls (tools, checks, revisions): "
+                "there are no log probabilities of it to give",
+    "top_logprobs": "an agent's answer may come from several model calls: there are no log "
+                    "probabilities of it to give",
+    "functions": "the deprecated functions parameter is not supported: send tools",
+    "function_call": "the deprecated function_call parameter is not supported: send tool_choice",
+    "audio": "Den agents answer text only",
+    "web_search_options": "the agent searches with its own tools (web_search in the Agentfile)",
+}
 
 
 class ChatCompletionRequest(WireModel):
     """``POST /v1/chat/completions``.
 
-    ``model`` and the sampling fields (``temperature``, ``max_tokens``, ...) are
-    checked as OpenAI checks them and otherwise ignored: the Agentfile decides
-    them. Den answers one choice (``n`` is 1 or absent).
+    Every field is checked as OpenAI checks it, then passed to the model
+    (:data:`PASSED_FIELDS`; ``max_tokens`` and ``max_completion_tokens`` capped
+    by the Agentfile's ``model.max_tokens``, whose values are the defaults of
+    what the caller leaves out), ignored with a reason (:data:`IGNORED_FIELDS`)
+    or refused with a 400 naming it (:data:`REFUSED_FIELDS`). Den answers one
+    choice (``n`` is 1 or absent). docs/openai-compat.md has the table.
     """
 
     model_config = ConfigDict(extra="allow")
@@ -162,6 +216,48 @@ class ChatCompletionRequest(WireModel):
     frequency_penalty: Penalty = None
     seed: int | None = Field(None, strict=True)
     tools: list[ToolSpec] | None = None
+    tool_choice: Literal["none", "auto", "required"] | dict[str, Any] | None = None
+    parallel_tool_calls: bool | None = Field(None, strict=True)
+    response_format: ResponseFormat | None = None
+    logit_bias: dict[str, Annotated[float, Field(strict=True, ge=-100, le=100)]] | None = None
+    logprobs: bool | None = Field(None, strict=True)
+    top_logprobs: int | None = Field(None, strict=True, ge=0, le=20)
+    reasoning_effort: str | None = None
+    verbosity: str | None = None
+    modalities: list[str] | None = None
+    functions: Any = None
+    function_call: Any = None
+    audio: Any = None
+    web_search_options: Any = None
+
+    @field_validator(*REFUSED_FIELDS)
+    @classmethod
+    def _refused(cls, value: Any, info: Any) -> Any:
+        if value not in (None, False, 0):
+            raise ValueError(REFUSED_FIELDS[info.field_name])
+        return value
+
+    @field_validator("modalities")
+    @classmethod
+    def _text_only(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None and any(m != "text" for m in value):
+            raise ValueError("Den agents answer text only: modalities ['text']")
+        return value
+
+    def model_options(self) -> dict[str, Any]:
+        """What the model is called with besides the messages and tools: the passed fields the
+        caller set, and ``max_tokens`` (``max_completion_tokens`` when both are set), which
+        :class:`~den.runtime.agent.model.ModelClient` caps by the Agentfile's."""
+        options: dict[str, Any] = {}
+        for name in PASSED_FIELDS:
+            value = getattr(self, name)
+            if value is not None:
+                options[name] = value.model_dump(exclude_none=True, by_alias=True) \
+                    if isinstance(value, BaseModel) else value
+        limit = self.max_completion_tokens or self.max_tokens
+        if limit:
+            options["max_tokens"] = limit
+        return options
 
     @field_validator("stop", mode="before")
     @classmethod

@@ -53,6 +53,16 @@ Rules, in order (the *text* is the last user message's text)
 3. The text is ``ECHO SYSTEM``: the system prompt, verbatim (system messages
    joined by a blank line; ``(no system prompt)`` when there is none).
 4. Otherwise: ``Hello from the scripted model. You said: <text>``.
+5. A text answer (of any rule) that is not JSON already becomes JSON when the request's
+   ``response_format`` asks for it: ``json_object`` gives ``{"answer": <text>}``;
+   ``json_schema`` gives a value of its ``schema``: every required property (every property
+   when none is listed as required) with a value of its type (strings are the text,
+   numbers the text's word count, booleans true, an enum its first value, ``$ref`` followed).
+
+Tools are the request's, whoever offers them: an agent's own, or the caller's that the
+agent passes on. So ``TOOL:get_weather {"city": "Oslo"}`` sent through an agent whose
+caller offers ``get_weather`` comes back to that caller as a tool call, and the caller's
+``role: tool`` result is answered by rule 2.
 
 Usage: ``prompt_tokens`` is the number of words in all messages,
 ``completion_tokens`` the number of words in the answer (for a tool call, in
@@ -179,7 +189,71 @@ def offered_tools(body: dict[str, Any]) -> set[str]:
 
 
 def answer(body: dict[str, Any], rules: list[Rule]) -> Answer:
-    """The scripted answer to a chat completion request (rules in the module docstring)."""
+    """The scripted answer to a chat completion request (rules in the module docstring), as
+    JSON when ``response_format`` asks for it (rule 5)."""
+    reply = _answer(body, rules)
+    if reply.content is None:
+        return reply
+    return Answer(content=formatted(reply.content, body.get("response_format")))
+
+
+def formatted(text: str, response_format: Any) -> str:
+    """``text`` as ``response_format`` asks (rule 5): unchanged for text, or when it is JSON already."""
+    if not isinstance(response_format, dict) or response_format.get("type") not in ("json_object", "json_schema"):
+        return text
+    try:
+        json.loads(text)
+        return text
+    except json.JSONDecodeError:
+        pass
+    spec = response_format.get("json_schema")
+    schema = spec.get("schema") if isinstance(spec, dict) else None
+    if response_format["type"] == "json_schema" and isinstance(schema, dict):
+        return json.dumps(instance_of(schema, text, schema))
+    return json.dumps({"answer": text})
+
+
+def instance_of(schema: dict[str, Any], text: str, root: dict[str, Any], depth: int = 0) -> Any:
+    """A value matching ``schema``'s types, enums and required properties (all of an object's
+    properties when it lists none as required); strings are ``text``."""
+    if depth > 16:
+        return None
+    ref = schema.get("$ref")
+    if isinstance(ref, str) and ref.startswith("#/"):
+        target: Any = root
+        for part in ref[2:].split("/"):
+            target = target.get(part, {}) if isinstance(target, dict) else {}
+        return instance_of(target, text, root, depth + 1)
+    if "const" in schema:
+        return schema["const"]
+    if isinstance(schema.get("enum"), list) and schema["enum"]:
+        return schema["enum"][0]
+    for key in ("anyOf", "oneOf", "allOf"):
+        options = [o for o in schema.get(key) or [] if isinstance(o, dict) and o.get("type") != "null"]
+        if options:
+            return instance_of(options[0], text, root, depth + 1)
+    kind = schema.get("type")
+    if isinstance(kind, list):
+        kind = next((k for k in kind if k != "null"), None)
+    if kind == "object" or (kind is None and "properties" in schema):
+        properties = schema.get("properties") or {}
+        names = schema.get("required") or list(properties)
+        return {name: instance_of(properties.get(name) or {}, text, root, depth + 1) for name in names}
+    if kind == "array":
+        items = schema.get("items")
+        return [instance_of(items, text, root, depth + 1)] if isinstance(items, dict) else []
+    if kind == "integer":
+        return max(int(schema.get("minimum") or 0), count_words(text))
+    if kind == "number":
+        return float(max(schema.get("minimum") or 0, count_words(text)))
+    if kind == "boolean":
+        return True
+    if kind == "null":
+        return None
+    return text
+
+
+def _answer(body: dict[str, Any], rules: list[Rule]) -> Answer:
     messages = [m for m in body.get("messages") or [] if isinstance(m, dict)]
     last = messages[-1] if messages else {}
     users = [i for i, m in enumerate(messages) if m.get("role") == "user"]

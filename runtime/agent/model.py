@@ -127,9 +127,20 @@ class ModelClient:
         self._client = httpx.AsyncClient(headers=headers, timeout=httpx.Timeout(600.0, connect=10.0),
                                          trust_env=False, transport=transport)
 
-    def _body(self, messages: list[dict], tools: list[dict] | None, stream: bool) -> dict[str, Any]:
+    def _body(self, messages: list[dict], tools: list[dict] | None, stream: bool,
+              options: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """The request: the caller's ``options`` (sampling, ``response_format``, ...) over the
+        Agentfile's defaults, ``max_tokens`` never above the Agentfile's; ``tool_choice`` and
+        ``parallel_tool_calls`` only with tools (OpenAI refuses them without)."""
+        options = dict(options or {})
+        cap = options.pop("max_tokens", None)
         body: dict[str, Any] = {"model": self.model.name, "messages": messages,
-                                "temperature": self.model.temperature, "max_tokens": self.max_tokens}
+                                "temperature": self.model.temperature,
+                                "max_tokens": min(cap, self.max_tokens) if cap else self.max_tokens}
+        if not tools:
+            options.pop("tool_choice", None)
+            options.pop("parallel_tool_calls", None)
+        body.update({k: v for k, v in options.items() if v is not None})
         if tools:
             body["tools"] = tools
         if stream:
@@ -143,9 +154,10 @@ class ModelClient:
                              "empty: run the agent under Den (den up), or give the model a base_url")
         return f"{self.base_url}/chat/completions"
 
-    async def complete(self, messages: list[dict], tools: list[dict] | None = None) -> Reply:
+    async def complete(self, messages: list[dict], tools: list[dict] | None = None,
+                       options: Mapping[str, Any] | None = None) -> Reply:
         try:
-            response = await self._client.post(self._url(), json=self._body(messages, tools, stream=False))
+            response = await self._client.post(self._url(), json=self._body(messages, tools, False, options))
         except httpx.HTTPError as exc:
             raise ModelError(f"cannot reach {self.where} ({self.base_url}): {type(exc).__name__}") from None
         if response.status_code != 200:
@@ -164,9 +176,10 @@ class ModelClient:
         return Reply(content=message.get("content") or "", tool_calls=calls,
                      finish_reason=choice.get("finish_reason"), usage=_usage(data.get("usage")))
 
-    async def stream(self, messages: list[dict], tools: list[dict] | None = None) -> AsyncIterator[Any]:
+    async def stream(self, messages: list[dict], tools: list[dict] | None = None,
+                     options: Mapping[str, Any] | None = None) -> AsyncIterator[Any]:
         """Yield ``str`` content deltas as they arrive, then the finished :class:`Reply`."""
-        request = self._client.build_request("POST", self._url(), json=self._body(messages, tools, stream=True))
+        request = self._client.build_request("POST", self._url(), json=self._body(messages, tools, True, options))
         try:
             response = await self._client.send(request, stream=True)
         except httpx.HTTPError as exc:

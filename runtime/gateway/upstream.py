@@ -32,7 +32,8 @@ OPENAI_BASE_URL = "https://api.openai.com/v1"
 #: The request fields litellm is given besides model and messages (the rest are dropped).
 LITELLM_FIELDS = ("temperature", "max_tokens", "max_completion_tokens", "top_p", "stop", "tools",
                   "tool_choice", "response_format", "seed", "n", "presence_penalty",
-                  "frequency_penalty", "user", "parallel_tool_calls", "stream_options")
+                  "frequency_penalty", "user", "parallel_tool_calls", "stream_options", "logit_bias",
+                  "reasoning_effort")
 
 
 @cache

@@ -41,14 +41,20 @@ async def chat_completions(
 ) -> JSONResponse | StreamingResponse:
     """The agent answers: its identity and memories, the conversation (continued from its
     session when one is named), tools and checks, through the Agentfile's model. The
-    request's ``model`` and sampling fields are checked and ignored: the Agentfile decides.
-    A newest message that does not fit the context window by itself is a 400
+    request's parameters reach the model (``max_tokens`` capped by the Agentfile's; see
+    docs/openai-compat.md); the caller's ``tools`` are offered beside the agent's, and a call
+    to one ends the answer with ``finish_reason: tool_calls``. A newest message that does not fit the context window by itself is a 400
     ``context_length_exceeded`` (older messages are left out to fit, as they always are)."""
     state.requests += 1
     conversation = body.wire_messages()
     too_long = overflow(state.agent.spec, conversation)
     if too_long:
         return error_response(400, too_long, "invalid_request_error", "messages", "context_length_exceeded")
+    caller_tools = [t.model_dump(exclude_none=True) for t in body.tools or []]
+    clash = clashing_tool(state, [t["function"]["name"] for t in caller_tools])
+    if clash:
+        return error_response(400, clash, "invalid_request_error", "tools")
+    run = {"options": body.model_options(), "caller_tools": caller_tools}
     session = request.headers.get("x-den-session") or body.user
     if session and state.sessions is not None:
         conversation = await asyncio.to_thread(state.sessions.merge, session, conversation)
@@ -56,23 +62,37 @@ async def chat_completions(
               "stream": body.stream, "session": session}
     if not body.stream:
         try:
-            turn = await state.agent_loop.run(conversation)
+            turn = await state.agent_loop.run(conversation, **run)
         except ModelError as exc:
-            return _upstream_failed(state, exc, fields)
+            return upstream_failed(state, exc, fields)
         await _finish(state, session, conversation, turn, fields)
         return JSONResponse(turn_body(turn, state.agent.name))
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
     stream = TurnStream(state.agent.name, include_usage=include_usage)
     task = asyncio.create_task(
-        state.agent_loop.run(conversation, on_event=stream.event, on_delta=stream.delta)
+        state.agent_loop.run(conversation, on_event=stream.event, on_delta=stream.delta, **run)
     )
     stream.watch(task)
     first = await stream.first()
     if isinstance(first, ModelError):
-        return _upstream_failed(state, first, fields)
+        return upstream_failed(state, first, fields)
     return StreamingResponse(_events(state, stream, task, session, conversation, fields),
                              media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+def clashing_tool(state: RuntimeState, names: list[str]) -> str | None:
+    """Why the caller's tools cannot be offered beside the agent's: a name used twice."""
+    own = {t["function"]["name"] for t in state.agent_loop.interceptor.offered()} if state.agent_loop.interceptor \
+        else set()
+    clashes = sorted({n for n in names if n in own})
+    if clashes:
+        return (f"the agent has its own tool named {', '.join(clashes)}: rename the caller's tool "
+                f"(the agent's tools: {', '.join(sorted(own))})")
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        return f"two tools are named {', '.join(repeated)}: tool names must be unique"
+    return None
 
 
 async def _finish(state: RuntimeState, session: str | None, conversation: list[dict[str, Any]],
@@ -84,7 +104,7 @@ async def _finish(state: RuntimeState, session: str | None, conversation: list[d
                                       used=turn.memories)
     if session and state.sessions is not None:
         await asyncio.to_thread(state.sessions.save, session,
-                                [*conversation, {"role": "assistant", "content": turn.content}])
+                                [*conversation, turn.message()])
     log.info("completion", extra={"fields": {**fields, "usage": turn.usage.as_openai(),
                                              "steps": len(turn.steps), "stop_reason": turn.stop_reason}})
 
@@ -107,7 +127,7 @@ async def _events(state: RuntimeState, stream: TurnStream, task: asyncio.Task, s
         await _finish(state, session, conversation, task.result(), fields)
 
 
-def _upstream_failed(state: RuntimeState, exc: ModelError, fields: dict[str, Any]) -> JSONResponse:
+def upstream_failed(state: RuntimeState, exc: ModelError, fields: dict[str, Any]) -> JSONResponse:
     """The model could not answer: 429 ``budget_exceeded`` when the gateway refused the call for
     the agent's budget, else 502 ``upstream_error``."""
     state.errors += 1
