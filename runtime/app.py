@@ -21,7 +21,7 @@ from den.runtime.agent.context import request_limit
 from den.runtime.auth import BearerTokenMiddleware
 from den.runtime.body_limit import BodyLimitMiddleware
 from den.runtime.logging import RequestContextMiddleware
-from den.runtime.routes import cron, den, health, openai
+from den.runtime.routes import cron, den, health, openai, responses
 from den.runtime.state import RuntimeState
 
 log = logging.getLogger("den.runtime")
@@ -79,6 +79,6 @@ def create_app(agent: Agent, *, env: Mapping[str, str] | None = None,
     app.add_middleware(BearerTokenMiddleware, token=lambda: state.env.get(TOKEN_ENV))
     app.add_middleware(RequestContextMiddleware)
     http_errors.install(app)
-    for module in (health, openai, den, cron):
+    for module in (health, openai, responses, den, cron):
         app.include_router(module.router)
     return app

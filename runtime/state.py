@@ -32,6 +32,7 @@ class RuntimeState:
 
     agent_loop: Any = None
     sessions: Any = None
+    response_store: Any = None  # the Responses API's stored responses (previous_response_id)
     interceptor: Any = None
     memory: Any = None
     consolidator: Any = None
@@ -72,6 +73,7 @@ class RuntimeState:
         else:
             self.sessions = Sessions(home / ".den" / "sessions.db", max_bytes=request_limit(spec))
         self.home = home
+        self.response_store = Sessions(home / ".den" / "responses.db", max_bytes=request_limit(spec))
         self.memory = AgentMemory(self._memory_store(home), spec.memory, self._embedder())
         self.scheduler = TaskScheduler(home / ".den" / "schedule.db", max_tasks=spec.runtime.max_tasks,
                                        min_interval=spec.runtime.task_min_interval,
