@@ -41,6 +41,11 @@ Rules, in order (the *text* is the last user message's text)
    steps: the k-th tool result since the user's message brings the (k+1)-th
    call. ``TOOL!:<name>`` calls the tool even when it is not offered (to test
    permission interceptors). A tool that is not offered falls through to 4.
+1b. ``tool_choice`` forces an offered tool (``{"type": "function", "function": {"name":
+   ...}}``, or ``required`` with one tool offered) and the last message is not a tool
+   result: a call to it whose arguments are a value of its ``parameters`` schema, made
+   as rule 5 makes one (what structured-output clients in tool mode, e.g. instructor,
+   ask for).
 2. The last message is a tool result and no directive is left:
    ``Tool result: <content>``.
 2b. The first system message starts with ``DEN-FACT-EXTRACTION`` (Den's fact
@@ -188,6 +193,23 @@ def offered_tools(body: dict[str, Any]) -> set[str]:
     return names
 
 
+def forced_tool(body: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
+    """The offered tool ``tool_choice`` forces (by name, or ``required`` with one tool offered):
+    its name and parameters schema (rule 1b)."""
+    choice = body.get("tool_choice")
+    tools = {t["function"]["name"]: t["function"].get("parameters") or {} for t in body.get("tools") or []
+             if isinstance(t, dict) and isinstance(t.get("function"), dict)
+             and isinstance(t["function"].get("name"), str)}
+    name = None
+    if isinstance(choice, dict) and isinstance(choice.get("function"), dict):
+        name = choice["function"].get("name")
+    elif choice == "required" and len(tools) == 1:
+        name = next(iter(tools))
+    if name not in tools or not isinstance(tools[name], dict):
+        return None
+    return name, tools[name]
+
+
 def answer(body: dict[str, Any], rules: list[Rule]) -> Answer:
     """The scripted answer to a chat completion request (rules in the module docstring), as
     JSON when ``response_format`` asks for it (rule 5)."""
@@ -276,6 +298,11 @@ def _answer(body: dict[str, Any], rules: list[Rule]) -> Answer:
             arguments = raw
         digest = hashlib.sha256(f"{name}|{arguments}|{len(messages)}".encode()).hexdigest()
         return Answer(tool_name=name, tool_arguments=arguments, tool_call_id=f"call_{digest[:24]}")
+    forced = forced_tool(body)
+    if forced is not None and last.get("role") != "tool":
+        arguments = json.dumps(instance_of(forced[1], text, forced[1]))
+        digest = hashlib.sha256(f"{forced[0]}|{arguments}|{len(messages)}".encode()).hexdigest()
+        return Answer(tool_name=forced[0], tool_arguments=arguments, tool_call_id=f"call_{digest[:24]}")
     system = [message_text(m) for m in messages if m.get("role") in ("system", "developer")]
     if system and system[0].startswith(FACT_MARKER):
         return Answer(content=json.dumps({"facts": scripted_facts(text)}))

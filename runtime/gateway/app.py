@@ -12,7 +12,8 @@
 A token maps to one agent's settings: the upstream (provider, name,
 ``base_url``) always comes from the Agentfile, never from the request, so a
 compromised agent cannot point the key at a server of its choosing;
-``temperature`` and ``max_tokens`` default to the Agentfile's. Over budget,
+``temperature`` and ``max_tokens`` default to the Agentfile's, and ``max_tokens``
+(or ``max_completion_tokens``) is never above it. Over budget,
 a call is refused with 429 ``budget_exceeded`` before anything is sent.
 
 A request body over ``max_request_bytes`` (``DEN_GATEWAY_MAX_REQUEST_BYTES``,
@@ -231,8 +232,12 @@ def create_gateway_app(config: GatewayConfig, ledger: Ledger, upstream: Upstream
         body["model"] = model.name
         if model.temperature is not None:
             body.setdefault("temperature", model.temperature)
-        if model.max_tokens is not None:
-            body.setdefault("max_tokens", model.max_tokens)
+        if model.max_tokens is not None:  # the Agentfile's is the default and the ceiling
+            for name in ("max_tokens", "max_completion_tokens"):
+                if isinstance(body.get(name), int) and body[name] > model.max_tokens:
+                    body[name] = model.max_tokens
+            if "max_completion_tokens" not in body:
+                body.setdefault("max_tokens", model.max_tokens)
         key = gw.config.key_for(model)
         stream = bool(body.get("stream"))
         if stream:

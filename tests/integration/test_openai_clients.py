@@ -299,3 +299,38 @@ def test_langchain_invoke_stream_and_bind_tools_get_the_agents_answers(agent) ->
     assert "".join(chunk.content for chunk in llm.stream("hi")) == "Hello from the scripted model. You said: hi"
     [call] = llm.bind_tools([WEATHER]).invoke(ASK_WEATHER).tool_calls
     assert (call["name"], call["args"]) == ("get_weather", {"city": "Oslo"})
+
+
+def test_the_gateway_caps_max_tokens_at_the_agentfiles_whoever_asks(scripted_model, serve_gateway) -> None:
+    gateway = serve_gateway()
+    gateway.write({"gw-token": {"name": "test-bot", "budget": {}, "model": {
+        "provider": "openai", "name": "scripted", "base_url": scripted_model.base_url, "max_tokens": 123}}},
+        {"OPENAI_API_KEY": "sk-test"})
+    for limit in ({"max_tokens": 100000}, {"max_completion_tokens": 100000}):
+        answer = httpx.post(f"{gateway.base_url}/chat/completions", timeout=30,
+                            headers={"Authorization": "Bearer gw-token"}, json={"messages": user("hi"), **limit})
+        assert answer.status_code == 200, answer.text
+    first, second = scripted_model.chat_bodies()
+    assert first["max_tokens"] == 123
+    assert second["max_completion_tokens"] == 123 and "max_tokens" not in second
+
+
+def test_a_pydantic_answer_comes_back_parsed_by_schema_and_by_a_forced_tool(agent) -> None:
+    import openai
+    from pydantic import BaseModel
+
+    class Trip(BaseModel):
+        city: str
+        days: int
+
+    client = client_of(agent)
+    parsed = client.chat.completions.parse(model="x", messages=user("Oslo for three days"), response_format=Trip)
+    assert parsed.choices[0].message.parsed == Trip(city="Hello from the scripted model. You said: Oslo for "
+                                                         "three days", days=11)
+    # instructor's TOOLS mode: the answer is a call of a tool whose parameters are the model's schema.
+    forced = client.chat.completions.create(
+        model="x", messages=user("Oslo"), tools=[openai.pydantic_function_tool(Trip)],
+        tool_choice={"type": "function", "function": {"name": "Trip"}})
+    [call] = forced.choices[0].message.tool_calls
+    assert Trip.model_validate_json(call.function.arguments).days >= 0
+    assert forced.choices[0].finish_reason == "tool_calls"

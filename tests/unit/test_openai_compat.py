@@ -68,3 +68,13 @@ def test_the_scripted_model_calls_a_tool_the_request_offers_whoever_offers_it() 
     tools = [{"type": "function", "function": {"name": "get_weather"}}]
     reply = answer({"messages": [{"role": "user", "content": 'TOOL:get_weather {"city": "Oslo"}'}], "tools": tools}, [])
     assert (reply.tool_name, json.loads(reply.tool_arguments)) == ("get_weather", {"city": "Oslo"})
+
+
+def test_the_scripted_model_calls_the_tool_tool_choice_forces_with_arguments_of_its_schema() -> None:
+    tool = {"type": "function", "function": {"name": "Trip", "parameters": {
+        "type": "object", "properties": {"city": {"type": "string"}, "days": {"type": "integer"}}}}}
+    body = {"messages": [{"role": "user", "content": "Oslo"}], "tools": [tool]}
+    for choice in ({"type": "function", "function": {"name": "Trip"}}, "required"):
+        reply = answer({**body, "tool_choice": choice}, [])
+        assert (reply.tool_name, json.loads(reply.tool_arguments)) == ("Trip", {"city": "Oslo", "days": 1})
+    assert answer({**body, "tool_choice": "auto"}, []).tool_name is None
