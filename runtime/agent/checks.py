@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import asdict, dataclass
+from typing import Any
 
 from den.api.agentfile import CheckSpec
 
@@ -59,7 +60,9 @@ class CheckRunner:
     def __bool__(self) -> bool:
         return bool(self.checks)
 
-    async def judge(self, answer: str, attempt: int) -> list[CheckOutcome]:
+    async def judge(self, answer: str, attempt: int, usage: Any = None) -> list[CheckOutcome]:
+        """Every check's verdict on ``answer``; the judge's model calls are added to ``usage``
+        (the turn's: a check's tokens are part of what the answer cost)."""
         outcomes = []
         for check in self.checks:
             if check.kind == "regex":
@@ -70,6 +73,8 @@ class CheckRunner:
                     {"role": "system", "content": JUDGE_PROMPT.format(description=check.description)},
                     {"role": "user", "content": f"ANSWER:\n{answer}"},
                 ])
+                if usage is not None:
+                    usage.add(reply.usage)
                 verdict, reason = parse_verdict(reply.content)
                 if verdict is None:
                     self.counts["undecided"] += 1

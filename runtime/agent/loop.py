@@ -146,7 +146,7 @@ class AgentLoop:
                 continue
             turn.content = reply.content
             if self.checks:
-                outcomes = await self.checks.judge(reply.content, turn.revisions)
+                outcomes = await self.checks.judge(reply.content, turn.revisions, turn.usage)
                 turn.checks.extend(outcomes)
                 failed = [o for o in outcomes if not o.passed]
                 if failed:

@@ -334,3 +334,21 @@ def test_a_pydantic_answer_comes_back_parsed_by_schema_and_by_a_forced_tool(agen
     [call] = forced.choices[0].message.tool_calls
     assert Trip.model_validate_json(call.function.arguments).days >= 0
     assert forced.choices[0].finish_reason == "tool_calls"
+
+
+def test_usage_counts_the_judges_model_calls_streamed_or_not(scripted_model, serve_runtime) -> None:
+    from den.api.resource import Agent
+    from den.runtime.scripted_model import prompt_words
+
+    data = agent_resource(base_url=scripted_model.base_url).model_dump(mode="json")
+    data["spec"]["checks"] = [{"name": "polite", "description": "The answer is polite.", "kind": "llm"}]
+    data["spec"]["memory"]["fact_extraction"] = False
+    client = client_of(serve_runtime(Agent.model_validate(data)))
+    scripted_model.clear()
+    plain = client.chat.completions.create(model="x", messages=user("hi"))
+    calls = scripted_model.chat_bodies()
+    assert len(calls) == 2  # the answer and the judge's verdict
+    assert plain.usage.prompt_tokens == sum(prompt_words(b["messages"]) for b in calls)
+    chunks = list(client.chat.completions.create(model="x", messages=user("hi"), stream=True,
+                                                 stream_options={"include_usage": True}))
+    assert chunks[-1].usage.model_dump() == plain.usage.model_dump()
