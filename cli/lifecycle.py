@@ -403,13 +403,14 @@ def logs(
     if cluster.context():
         cluster.logs(name, namespace, follow=follow, tail=tail)
         return
-    from den.operator.docker_backend import local_backend
+    from den.operator.docker_backend import DockerBackend
     from den.operator.store import open_store
 
     with open_store() as store:
         agent = store.get(name, namespace)
+        backend = DockerBackend(installation=store.installation)
     out = sys.stdout.buffer
-    for chunk in local_backend().logs(agent, follow=follow, tail=tail):
+    for chunk in backend.logs(agent, follow=follow, tail=tail):
         out.write(chunk)
         out.flush()
 
@@ -438,12 +439,12 @@ def exec_(
         command = command[1:]
     if cluster.context():
         return cluster.exec_(name, namespace, command, interactive=interactive, tty=tty)
-    from den.operator.docker_backend import local_backend
+    from den.operator.docker_backend import DockerBackend
     from den.operator.store import open_store
 
     with open_store() as store:
         agent = store.get(name, namespace)
-    backend = local_backend()
+        backend = DockerBackend(installation=store.installation)
     if interactive or tty:
         argv = backend.exec_argv(agent, command, interactive=interactive, tty=tty)
         os.execvp(argv[0], argv)
@@ -546,13 +547,14 @@ def inspect(
     if cluster.context():
         return cluster.inspect(name, namespace)
     from den.api.contract import TOKEN_ENV, provider_key_name
-    from den.operator.docker_backend import local_backend
+    from den.operator.docker_backend import DockerBackend
     from den.operator.secrets import LocalCredentials, MissingVariable, mask
     from den.operator.store import open_store
 
     with open_store() as store:
         agent = store.get(name, namespace)
         events = store.events(name, namespace, limit=10)
+        installation = store.installation
     try:
         delivered = dict(LocalCredentials().secrets_for(agent, make_token=False).values)
         env: dict[str, Any] = {k: mask(v) for k, v in sorted(delivered.items())}
@@ -565,7 +567,7 @@ def inspect(
     key_name = provider_key_name(agent.spec.model.provider)
     facts: dict[str, Any] = {}
     try:
-        found = local_backend().facts(agent)
+        found = DockerBackend(installation=installation).facts(agent)
     except Exception as exc:  # inspect still shows the stored side without Docker
         found = None
         facts["error"] = str(exc)

@@ -226,6 +226,10 @@ class Store:
         if cached is not None:
             return cached
         wanted = requested_installation()
+        recorded = self._setting("installation")
+        if recorded and wanted in (None, recorded):  # the common case: a read, no write lock
+            self._installation = Installation(recorded)
+            return self._installation
         with self.transaction() as db:
             row = db.execute("SELECT value FROM settings WHERE name = 'installation'").fetchone()
             recorded = row[0] if row else None

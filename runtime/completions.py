@@ -89,6 +89,15 @@ class TurnStream:
         self._pending = item
         return None
 
+    @staticmethod
+    def outcome(task: asyncio.Task) -> Turn | None:
+        """The finished turn; None when it was cancelled; its error raised."""
+        if task.cancelled():
+            return None
+        if task.exception() is not None:
+            raise task.exception()
+        return task.result()
+
     def _chunk(self, delta: dict[str, Any], finish_reason: str | None = None) -> dict[str, Any]:
         chunk = {**self.base, "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}]}
         if self.include_usage:
@@ -106,11 +115,9 @@ class TurnStream:
             elif kind == "den":
                 yield sse({**self._chunk({}), "den": value})
             elif kind == "done":
-                if value.cancelled():
+                turn = self.outcome(value)
+                if turn is None:
                     return
-                if value.exception() is not None:
-                    raise value.exception()
-                turn: Turn = value.result()
                 for index, call in enumerate(turn.tool_calls):  # the caller's tools: OpenAI's delta format
                     yield sse(self._chunk({"tool_calls": [{"index": index, "id": call.id, "type": "function",
                                                            "function": {"name": call.name, "arguments": ""}}]}))

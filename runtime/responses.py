@@ -274,11 +274,9 @@ class ResponseEvents(TurnStream):
                 text += value
                 yield self.frame("response.output_text.delta", **part, delta=value, logprobs=[])
             elif kind == "done":
-                if value.cancelled():
+                turn = self.outcome(value)
+                if turn is None:
                     return
-                if value.exception() is not None:
-                    raise value.exception()
-                turn: Turn = value.result()
                 if started:
                     yield self.frame("response.output_text.done", **part, text=text, logprobs=[])
                     yield self.frame("response.content_part.done", **part,

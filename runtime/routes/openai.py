@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -95,13 +95,39 @@ def clashing_tool(state: RuntimeState, names: list[str]) -> str | None:
     return None
 
 
-async def _finish(state: RuntimeState, session: str | None, conversation: list[dict[str, Any]],
-                  turn: Turn, fields: dict[str, Any]) -> None:
+def record_turn(state: RuntimeState, conversation: list[dict[str, Any]], turn: Turn, source: str) -> None:
+    """What every answered turn leaves behind, whichever API asked: usage, cost, and (when it
+    ended with an answer) the turn for the memory's fact extraction."""
     state.record_usage(turn.usage.as_openai())
     state.cost_usd += turn.usage.cost_usd
     if state.consolidator is not None and turn.stop_reason == "stop":
-        state.consolidator.after_turn(conversation, turn.content, turn.dropped, source=f"session:{session or '-'}",
-                                      used=turn.memories)
+        state.consolidator.after_turn(conversation, turn.content, turn.dropped, source=source, used=turn.memories)
+
+
+async def relay(state: RuntimeState, events: AsyncIterator[str], task: asyncio.Task, fields: dict[str, Any],
+                failed: Callable[[str, ModelError], str],
+                finish: Callable[[Turn], Awaitable[None]]) -> AsyncIterator[str]:
+    """Stream a turn's events; a provider failing mid-stream ends it with ``failed(message, error)``
+    (each API has its own frame for it), a turn that completed is ``finish``ed."""
+    try:
+        async for event in events:
+            yield event
+    except ModelError as exc:
+        state.errors += 1
+        message = redact(str(exc), state.secrets())
+        log.warning("the model provider failed mid-stream", extra={"fields": {**fields, "error": message}})
+        yield failed(message, exc)
+        return
+    finally:
+        if not task.done():
+            task.cancel()
+    if task.done() and not task.cancelled() and task.exception() is None:
+        await finish(task.result())
+
+
+async def _finish(state: RuntimeState, session: str | None, conversation: list[dict[str, Any]],
+                  turn: Turn, fields: dict[str, Any]) -> None:
+    record_turn(state, conversation, turn, f"session:{session or '-'}")
     if session and state.sessions is not None:
         await asyncio.to_thread(state.sessions.save, session,
                                 [*conversation, turn.message()])
@@ -109,22 +135,12 @@ async def _finish(state: RuntimeState, session: str | None, conversation: list[d
                                              "steps": len(turn.steps), "stop_reason": turn.stop_reason}})
 
 
-async def _events(state: RuntimeState, stream: TurnStream, task: asyncio.Task, session: str | None,
-                  conversation: list[dict[str, Any]], fields: dict[str, Any]) -> AsyncIterator[str]:
-    try:
-        async for event in stream.events():
-            yield event
-    except ModelError as exc:
-        state.errors += 1
-        message = redact(str(exc), state.secrets())
-        log.warning("the model provider failed mid-stream", extra={"fields": {**fields, "error": message}})
-        yield sse({"error": {"message": f"the model provider failed: {message}", "type": exc.type}})
-        return
-    finally:
-        if not task.done():
-            task.cancel()
-    if task.done() and not task.cancelled() and task.exception() is None:
-        await _finish(state, session, conversation, task.result(), fields)
+def _events(state: RuntimeState, stream: TurnStream, task: asyncio.Task, session: str | None,
+            conversation: list[dict[str, Any]], fields: dict[str, Any]) -> AsyncIterator[str]:
+    return relay(state, stream.events(), task, fields,
+                 lambda message, exc: sse({"error": {"message": f"the model provider failed: {message}",
+                                                     "type": exc.type}}),
+                 lambda turn: _finish(state, session, conversation, turn, fields))
 
 
 def upstream_failed(state: RuntimeState, exc: ModelError, fields: dict[str, Any]) -> JSONResponse:

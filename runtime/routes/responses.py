@@ -14,7 +14,6 @@ from den.runtime.agent.context import overflow
 from den.runtime.agent.loop import Turn
 from den.runtime.agent.model import ModelError
 from den.runtime.deps import StateDep
-from den.runtime.logging import redact
 from den.runtime.openai_types import SSE_EVENT, error_response, errors
 from den.runtime.responses import (
     InputProblem,
@@ -23,7 +22,7 @@ from den.runtime.responses import (
     ResponsesRequest,
     chat_messages,
 )
-from den.runtime.routes.openai import clashing_tool, upstream_failed
+from den.runtime.routes.openai import clashing_tool, record_turn, relay, upstream_failed
 from den.runtime.state import RuntimeState
 
 router = APIRouter(prefix="/v1", tags=["openai"], responses=errors(401, 413, 503))
@@ -85,32 +84,19 @@ async def responses(body: ResponsesRequest, state: StateDep) -> JSONResponse | S
 
 async def _finish(state: RuntimeState, shape: ResponseShape, conversation: list[dict[str, Any]], turn: Turn,
                   fields: dict[str, Any]) -> None:
-    state.record_usage(turn.usage.as_openai())
-    state.cost_usd += turn.usage.cost_usd
-    if state.consolidator is not None and turn.stop_reason == "stop":
-        state.consolidator.after_turn(conversation, turn.content, turn.dropped, source=f"response:{shape.id}",
-                                      used=turn.memories)
+    record_turn(state, conversation, turn, f"response:{shape.id}")
     if shape.request.store:
         await asyncio.to_thread(state.response_store.save, shape.id, [*conversation, turn.message()])
     log.info("response", extra={"fields": {**fields, "usage": turn.usage.as_openai(), "steps": len(turn.steps),
                                            "stop_reason": turn.stop_reason}})
 
 
-async def _events(state: RuntimeState, stream: ResponseEvents, task: asyncio.Task, shape: ResponseShape,
-                  conversation: list[dict[str, Any]], fields: dict[str, Any]) -> AsyncIterator[str]:
-    try:
-        async for event in stream.events():
-            yield event
-    except ModelError as exc:
-        state.errors += 1
-        message = redact(str(exc), state.secrets())
-        log.warning("the model provider failed mid-stream", extra={"fields": {**fields, "error": message}})
-        failed = {**shape.body("failed", []), "error": {"code": "server_error",
-                                                         "message": f"the model provider failed: {message}"}}
-        yield stream.frame("response.failed", response=failed)
-        return
-    finally:
-        if not task.done():
-            task.cancel()
-    if task.done() and not task.cancelled() and task.exception() is None:
-        await _finish(state, shape, conversation, task.result(), fields)
+def _events(state: RuntimeState, stream: ResponseEvents, task: asyncio.Task, shape: ResponseShape,
+            conversation: list[dict[str, Any]], fields: dict[str, Any]) -> AsyncIterator[str]:
+    def failed(message: str, _exc: ModelError) -> str:
+        body = {**shape.body("failed", []), "error": {"code": "server_error",
+                                                       "message": f"the model provider failed: {message}"}}
+        return stream.frame("response.failed", response=body)
+
+    return relay(state, stream.events(), task, fields, failed,
+                 lambda turn: _finish(state, shape, conversation, turn, fields))

@@ -211,19 +211,20 @@ def net(tmp_path_factory, docker_client, runtime_image):
                 "names": names, "home": home, "work": work, "installation": installation,
             }
         finally:
-            service.close()
-            den("delete", "agent", *names.values(), timeout=120)
             try:
+                service.close()
+                den("delete", "agent", *names.values(), timeout=120)
                 wait_until(lambda: not docker_client.api.containers(  # a listing: they are going meanwhile
                     all=True, filters={"label": f"den.dev/installation={installation.id}"}), 90, 1.0)
             except AssertionError:
                 pass  # whatever is left is removed below
-            den("operator", "stop")
-            if "operator" in locals() and operator.poll() is None:
-                operator.kill()
-            web.remove(force=True, v=True)
-            remove_installation(docker_client, installation.id)
-            test_net.remove()
+            finally:  # the operator goes whatever happened above: it would heal what is removed next
+                den("operator", "stop")
+                if "operator" in locals() and operator.poll() is None:
+                    operator.kill()
+                web.remove(force=True, v=True)
+                remove_installation(docker_client, installation.id)
+                test_net.remove()
 
 
 def layout_of(docker_client, net):
